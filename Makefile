@@ -1,0 +1,32 @@
+# Two set-up commands, both working on a fresh machine:
+#   make demo   creates .venv, installs cnnkit, runs the main job
+#   make test   creates .venv, installs the dev extras, runs the tests
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := build/.installed-dev
+
+.PHONY: demo test lint install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	@mkdir -p build && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cnnkit summary lenet5 input=32x32x1 explain=true
+
+test: $(STAMP)
+	$(PY) -m pytest $(if $(CI),-n 2 -q,) $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .hypothesis
