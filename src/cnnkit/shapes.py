@@ -18,6 +18,7 @@ is wrong and how to fix it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -36,6 +37,7 @@ __all__ = [
     "fc_macs",
     "fc_params",
     "padding",
+    "parse_size",
     "pool_output_size",
     "same_padding",
 ]
@@ -366,9 +368,7 @@ def _groups_check(n_C_prev: int, n_C: int, groups: int) -> None:
     _as_int("n_C", n_C, minimum=1)
     _as_int("groups", groups, minimum=1)
     if n_C_prev % groups or n_C % groups:
-        raise CnnkitError(
-            f"groups={groups} must divide both n_C_prev={n_C_prev} and n_C={n_C}."
-        )
+        raise CnnkitError(f"groups={groups} must divide both n_C_prev={n_C_prev} and n_C={n_C}.")
 
 
 def conv_params(
@@ -483,7 +483,11 @@ def conv_macs(
     Returns:
         The number of multiplications (MACs), or a :class:`Worked`.
     """
-    dims = len(n_out) if isinstance(n_out, (tuple, list)) else (len(f) if isinstance(f, (tuple, list)) else 2)
+    dims = (
+        len(n_out)
+        if isinstance(n_out, (tuple, list))
+        else (len(f) if isinstance(f, (tuple, list)) else 2)
+    )
     outs = tuple(n_out) if isinstance(n_out, (tuple, list)) else (n_out,) * dims
     for o in outs:
         _as_int("n_out", o, minimum=1)
@@ -523,7 +527,11 @@ def conv_transpose_macs(
     Returns:
         The number of multiplications (MACs), or a :class:`Worked`.
     """
-    dims = len(n_in) if isinstance(n_in, (tuple, list)) else (len(f) if isinstance(f, (tuple, list)) else 2)
+    dims = (
+        len(n_in)
+        if isinstance(n_in, (tuple, list))
+        else (len(f) if isinstance(f, (tuple, list)) else 2)
+    )
     ins = tuple(n_in) if isinstance(n_in, (tuple, list)) else (n_in,) * dims
     for o in ins:
         _as_int("n_in", o, minimum=1)
@@ -603,3 +611,44 @@ def depthwise_separable_macs(
         return total
     return Worked(total, f"{_fmt(total)} = depthwise [{dw.text}] + pointwise [{pw.text}]")
 
+
+def parse_size(text: str | Sequence[int], *, what: str = "input") -> tuple[int, ...]:
+    """Parse a size written in the course's order, ``"n_H x n_W x n_C"``.
+
+    ``"224x224x3"`` -> ``(224, 224, 3)``; a 1D signal is ``"n x n_C"`` and a 3D
+    volume ``"n_D x n_H x n_W x n_C"``. Tuples and lists pass through (checked).
+
+    Args:
+        text: The size, e.g. ``"32x32x1"`` or ``(32, 32, 1)``.
+        what: What the size is, for messages.
+
+    Returns:
+        The sizes as a tuple of positive ints.
+
+    Raises:
+        CnnkitError: On anything but 2 to 4 positive integers.
+    """
+    if isinstance(text, str):
+        parts = [t.strip() for t in text.lower().replace("*", "x").split("x")]
+        try:
+            values = tuple(int(t) for t in parts)
+        except ValueError:
+            raise CnnkitError(
+                f"{what} {text!r} is not a size; write n_H x n_W x n_C, e.g. 224x224x3."
+            ) from None
+    else:
+        values = tuple(text)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise CnnkitError(f"{what} {tuple(text)!r} must hold integers, e.g. (224, 224, 3).")
+    shown = "x".join(map(str, values))
+    if not 2 <= len(values) <= 4:
+        raise CnnkitError(
+            f"{what} {shown} must have 2 to 4 sizes (n x n_C, n_H x n_W x n_C or "
+            "n_D x n_H x n_W x n_C), e.g. 224x224x3."
+        )
+    if any(v <= 0 for v in values):
+        raise CnnkitError(
+            f"{what} {shown} has a size that is not positive; every size must be at least 1, "
+            "e.g. 224x224x3."
+        )
+    return values

@@ -1,0 +1,187 @@
+"""One registry for every model cnnkit can build.
+
+Model files register their builders with :func:`register_model`; users call
+:func:`create` and :func:`list_models`. A name can be registered only once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from cnnkit.errors import CnnkitError, unknown_name
+
+__all__ = ["ModelInfo", "create", "get_model_info", "list_models", "register_model"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model.
+
+    Attributes:
+        name: Registered name (``"resnet18"``).
+        builder: Function ``builder(num_classes=..., in_channels=..., weights=..., **kw)``.
+        family: Model family (``"resnet"``); one file per family.
+        input_size: Default input as ``(n_H, n_W, n_C)`` (course order).
+        test_input: A small input ``(n_H, n_W, n_C)`` used by the generated tests.
+        num_classes: Default number of classes.
+        paper: Where the architecture comes from.
+        torchvision: The torchvision builder with the same ``state_dict`` keys, if any.
+        dims: 1, 2 or 3 spatial axes.
+        meta: Family-specific facts (e.g. EfficientNet's phi, width, depth, resolution).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    input_size: tuple[int, ...]
+    test_input: tuple[int, ...]
+    num_classes: int = 1000
+    paper: str = ""
+    torchvision: str | None = None
+    dims: int = 2
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    input_size: tuple[int, ...],
+    test_input: tuple[int, ...] | None = None,
+    num_classes: int = 1000,
+    paper: str = "",
+    torchvision: str | None = None,
+    dims: int = 2,
+    meta: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model builder under ``name``.
+
+    Args:
+        name: The public name; must not be registered already.
+        family: The model family.
+        input_size: Default input ``(n_H, n_W, n_C)``.
+        test_input: Small input for the generated tests (default ``input_size``).
+        num_classes: Default number of classes.
+        paper: Reference.
+        torchvision: Name of torchvision's matching builder, if any.
+        dims: Spatial axes.
+        meta: Family-specific facts.
+
+    Returns:
+        The decorator (it returns the builder unchanged).
+
+    Raises:
+        ValueError: If ``name`` is already registered (a programming error).
+    """
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered by {_REGISTRY[name].builder}")
+        _REGISTRY[name] = ModelInfo(
+            name=name,
+            builder=fn,
+            family=family,
+            input_size=tuple(input_size),
+            test_input=tuple(test_input or input_size),
+            num_classes=num_classes,
+            paper=paper,
+            torchvision=torchvision,
+            dims=dims,
+            meta=dict(meta or {}),
+        )
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by a glob pattern.
+
+    Args:
+        pattern: e.g. ``"resnet*"`` or ``"*efficientnet*"``; a plain word matches
+            as a substring.
+
+    Returns:
+        The matching names.
+    """
+    names = sorted(_REGISTRY)
+    if not pattern:
+        return names
+    if not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"
+    return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered model.
+
+    Args:
+        name: Registered name.
+
+    Returns:
+        Its info.
+
+    Raises:
+        CnnkitError: For an unknown name, with a close-match suggestion.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("model", name, _REGISTRY, "cnnkit models") from None
+
+
+def create(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    weights: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: Registered name (see :func:`list_models`).
+        num_classes: Number of output classes (default: the model's own).
+        in_channels: Input channels ``n_C`` (default: the model's own).
+        weights: ``None`` (random init), a local ``.safetensors`` file, a
+            torchvision ``.pth`` (read with ``weights_only=True``), or a
+            torchvision weights name such as ``"IMAGENET1K_V1"`` or ``"DEFAULT"``.
+        **kwargs: Family-specific options (e.g. ``small_input=True`` for ResNets,
+            ``alpha=0.5`` for MobileNet v1, ``activation="relu"`` for LeNet-5).
+
+    Returns:
+        The model, in training mode.
+
+    Raises:
+        CnnkitError: For an unknown name, bad options or unusable weights.
+    """
+    info = get_model_info(name)
+    if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
+        raise CnnkitError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if in_channels is not None and (isinstance(in_channels, bool) or int(in_channels) < 1):
+        raise CnnkitError(f"in_channels must be a positive integer, got {in_channels!r}.")
+    try:
+        model = info.builder(
+            num_classes=info.num_classes if num_classes is None else int(num_classes),
+            in_channels=info.input_size[-1] if in_channels is None else int(in_channels),
+            weights=weights,
+            **kwargs,
+        )
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            bad = str(e).split("'")[-2] if "'" in str(e) else str(e)
+            raise CnnkitError(
+                f"model {name!r} has no option {bad!r}; see help(cnnkit.models.{info.family}) "
+                "for its options."
+            ) from None
+        raise
+    model.cnnkit_name = name  # type: ignore[attr-defined]
+    return model

@@ -1,0 +1,149 @@
+"""The fully connected models of the first course: logistic regression and an L-layer MLP.
+
+Both flatten the image first: ``(B, n_C, n_H, n_W) -> (B, n_x)`` with
+``n_x = n_H * n_W * n_C``. With ``num_classes=1`` the output is one logit for a
+sigmoid (binary, ``y_hat = sigma(w^T x + b)``); with more it is softmax regression.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.models._base import ClassifierMixin, load_weights
+from cnnkit.models._registry import register_model
+from cnnkit.shapes import parse_size
+
+__all__ = ["MLP", "LogisticRegression", "logistic", "mlp"]
+
+_ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
+
+
+class LogisticRegression(ClassifierMixin, nn.Module):
+    """``z = w^T x + b`` on the flattened pixels.
+
+    Args:
+        num_classes: 1 for binary (sigmoid) or the number of classes (softmax).
+        input_size: ``(n_H, n_W, n_C)`` of the images.
+    """
+
+    classifier_path = "fc"
+
+    def __init__(self, num_classes: int = 1, input_size: Sequence[int] = (32, 32, 1)) -> None:
+        super().__init__()
+        self.input_size = tuple(input_size)
+        self.flatten = nn.Flatten()  # (B, n_C, n_H, n_W) -> (B, n_x)
+        self.fc = nn.Linear(math.prod(self.input_size), num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened input ``x`` of shape (B, n_x)."""
+        return self.flatten(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """``z = w^T x + b``."""
+        return self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class MLP(ClassifierMixin, nn.Module):
+    """An L-layer fully connected network: ``[LINEAR -> act] x (L-1) -> LINEAR``.
+
+    Args:
+        num_classes: Output units.
+        input_size: ``(n_H, n_W, n_C)`` of the images.
+        hidden: Units of the hidden layers ``n[1], ..., n[L-1]``.
+        activation: Hidden activation: relu, tanh, sigmoid or leaky_relu.
+        dropout: Drop rate after each hidden layer (``1 - keep_prob``).
+    """
+
+    classifier_path = "fc"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_size: Sequence[int] = (32, 32, 1),
+        hidden: Sequence[int] = (128, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTS:
+            raise unknown_name("MLP activation", activation, _ACTS)
+        if not hidden or any(int(h) < 1 for h in hidden):
+            raise CnnkitError(f"hidden must list positive layer sizes, got {list(hidden)}.")
+        self.input_size = tuple(input_size)
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, n_C, n_H, n_W) -> (B, n_x)
+        n_prev = math.prod(self.input_size)
+        for h in hidden:
+            layers += [nn.Linear(n_prev, int(h)), _ACTS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            n_prev = int(h)
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(n_prev, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations of the last hidden layer, (B, n[L-1])."""
+        return self.body(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer's ``z[L]``."""
+        return self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _input_size(input_size: Any, in_channels: int) -> tuple[int, ...]:
+    size = parse_size(input_size, what="input_size")
+    return (*size[:-1], in_channels)
+
+
+@register_model(
+    "logistic",
+    family="fc",
+    input_size=(32, 32, 1),
+    test_input=(8, 8, 1),
+    num_classes=1,
+    paper="the first course: logistic regression as a neural network",
+)
+def logistic(
+    num_classes: int = 1,
+    in_channels: int = 1,
+    weights: str | None = None,
+    input_size: Any = (32, 32, 1),
+) -> LogisticRegression:
+    """Logistic (num_classes=1) or softmax regression on flattened pixels; ``input_size``."""
+    model = LogisticRegression(num_classes, _input_size(input_size, in_channels))
+    if weights is not None:
+        load_weights(model, weights, model_name="logistic")
+    return model
+
+
+@register_model(
+    "mlp",
+    family="fc",
+    input_size=(32, 32, 1),
+    test_input=(8, 8, 1),
+    num_classes=10,
+    paper="the first course: deep L-layer neural network",
+)
+def mlp(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    weights: str | None = None,
+    input_size: Any = (32, 32, 1),
+    **kw: Any,
+) -> MLP:
+    """L-layer network. Options: ``input_size``, ``hidden``, ``activation``, ``dropout``."""
+    model = MLP(num_classes, _input_size(input_size, in_channels), **kw)
+    if weights is not None:
+        load_weights(model, weights, model_name="mlp")
+    return model

@@ -1,0 +1,104 @@
+"""LeNet-5, as the course draws it (LeCun et al. 1998, "Gradient-based learning
+applied to document recognition").
+
+32x32x1 -> conv 5x5, 6 filters -> 28x28x6 -> avg-pool f=2 s=2 -> 14x14x6
+-> conv 5x5, 16 filters -> 10x10x16 -> avg-pool f=2 s=2 -> 5x5x16 = 400
+-> FC 120 -> FC 84 -> softmax over num_classes.
+
+With 10 classes it has exactly 61,706 parameters: 156 + 2,416 + 48,120 +
+10,164 + 850. The paper's sparse C3 connection table and RBF output layer are
+left out, as in the course.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.models._base import ClassifierMixin, load_weights
+from cnnkit.models._registry import register_model
+
+__all__ = ["LeNet5", "lenet5"]
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+
+
+class LeNet5(ClassifierMixin, nn.Module):
+    """LeNet-5: CONV - POOL - CONV - POOL - FC - FC - FC (softmax).
+
+    Args:
+        num_classes: Outputs of the last FC layer.
+        in_channels: Input channels ``n_C`` (1 for grey digits).
+        activation: ``"tanh"`` (the paper), ``"relu"`` or ``"sigmoid"``.
+        pool: ``"avg"`` (the paper) or ``"max"``.
+    """
+
+    classifier_path = "classifier.4"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        activation: str = "tanh",
+        pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise unknown_name("LeNet-5 activation", activation, _ACTIVATIONS)
+        if pool not in ("avg", "max"):
+            raise unknown_name("LeNet-5 pooling", pool, ["avg", "max"])
+        act = _ACTIVATIONS[activation]
+        pool_cls = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, kernel_size=5),  # 32x32xC -> 28x28x6
+            act(),
+            pool_cls(kernel_size=2, stride=2),  # -> 14x14x6
+            nn.Conv2d(6, 16, kernel_size=5),  # -> 10x10x16
+            act(),
+            pool_cls(kernel_size=2, stride=2),  # -> 5x5x16
+        )
+        self.flatten = nn.Flatten()  # (B, 16, 5, 5) -> (B, 400)
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 5 * 5, 120),
+            act(),
+            nn.Linear(120, 84),
+            act(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv/pool stack: ``(B, n_C, 32, 32) -> (B, 16, 5, 5)``."""
+        if x.shape[-2:] != (32, 32):
+            raise CnnkitError(
+                f"LeNet-5 takes 32x32 inputs (its first FC layer reads 5x5x16 = 400 "
+                f"features) but got {x.shape[-2]}x{x.shape[-1]}; resize or pad the images "
+                "to 32x32."
+            )
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """FC layers: ``(B, 16, 5, 5) -> (B, num_classes)``."""
+        return self.classifier(self.flatten(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model(
+    "lenet5",
+    family="lenet",
+    input_size=(32, 32, 1),
+    num_classes=10,
+    paper="LeCun et al. 1998, Gradient-based learning applied to document recognition",
+)
+def lenet5(
+    num_classes: int = 10, in_channels: int = 1, weights: str | None = None, **kw: Any
+) -> LeNet5:
+    """LeNet-5 (61,706 parameters for 10 classes). Options: ``activation``, ``pool``."""
+    model = LeNet5(num_classes=num_classes, in_channels=in_channels, **kw)
+    if weights is not None:
+        load_weights(model, weights, model_name="lenet5")
+    return model
