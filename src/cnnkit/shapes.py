@@ -68,7 +68,7 @@ class Worked:
 
 
 def _fmt(x: int) -> str:
-    return f"{x:,}" if abs(x) >= 10_000 else str(x)
+    return f"{x:,}"
 
 
 def _as_int(name: str, v: object, *, minimum: int) -> int:
@@ -266,13 +266,22 @@ def _window_output(
         ni, fi, pi, si, di = kw["n"][i], kw["f"][i], pad[i], kw["s"][i], kw["d"][i]
         _as_int("p (the padding)", pi, minimum=0)
         f_eff = di * (fi - 1) + 1
-        if kind == "pool" and 2 * pi > f_eff:
+        if kind == "pool" and 2 * pi > fi:
             raise CnnkitError(
                 f"pooling padding p={pi} is more than half the window f={fi}; "
-                f"use p <= {f_eff // 2}."
+                f"use p <= {fi // 2}."
             )
         padded = ni + 2 * pi
-        if f_eff > padded:
+        num = padded - f_eff
+        dropped = False
+        if ceil_mode:
+            out = -(-num // si) + 1
+            if (out - 1) * si >= ni + pi:  # PyTorch: the last window must start inside
+                out -= 1
+                dropped = True
+        else:
+            out = num // si + 1
+        if f_eff > padded and (not ceil_mode or out < 1):
             what = "kernel" if kind == "conv" else "pooling window"
             fdesc = f"f={fi}" if di == 1 else f"f={fi} with dilation d={di} (spans {f_eff})"
             axis = "" if scalar else f" on axis {_AXES[n_axes][i]}"
@@ -281,18 +290,13 @@ def _window_output(
                 f"{ni} + 2*{pi} = {padded}{axis}; use a larger input, more padding "
                 "or a smaller kernel."
             )
-        num = padded - f_eff
-        if ceil_mode:
-            out = -(-num // si) + 1
-            if (out - 1) * si >= ni + pi:
-                out -= 1
-        else:
-            out = num // si + 1
         values.append(out)
         fterm = str(fi) if di == 1 else f"{di}*({fi} - 1) - 1"
         rnd = "ceil" if ceil_mode else "floor"
+        drop = " - 1  # the last window would start in the padding: dropped" if dropped else ""
         lines.append(
             f"{_axis_label(n_axes, i, scalar)}{out} = {rnd}(({ni} + 2*{pi} - {fterm})/{si}) + 1"
+            f"{drop}"
         )
     return _result(values, lines, scalar, explain)
 

@@ -1,0 +1,64 @@
+"""The ``cnnkit`` command line: glue only (parse, validate, call one function, print).
+
+Grammar (as in ultralytics): ``cnnkit [TASK] MODE key=value ...``; ``--key value``
+works too, and ``--help`` works at every level. Available now: ``cnnkit models``
+and ``cnnkit summary``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from cnnkit.errors import CnnkitError, did_you_mean
+
+__all__ = ["main"]
+
+USAGE = """\
+usage: cnnkit COMMAND [key=value ...]      (--key value works too; --help on any command)
+
+commands:
+  models    list the model zoo:                    cnnkit models [PATTERN] [details=true]
+  summary   layers, shapes, params, MACs:          cnnkit summary MODEL input=HxWxC [explain=true]
+
+MODEL is a name from `cnnkit models` or a layer-list file (examples/models/*.yaml).
+Sizes are written as the course does: n_H x n_W x n_C, e.g. input=224x224x3.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 on a user mistake.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from cnnkit.cli import commands
+
+    table = {"models": commands.models, "summary": commands.summary}
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd not in table:
+            hits = did_you_mean(cmd, table)
+            hint = f"did you mean `cnnkit {hits[0]}`?" if hits else "run `cnnkit --help`."
+            raise CnnkitError(f"unknown command {cmd!r}: {hint}")
+        return table[cmd](rest)
+    except CnnkitError as e:
+        print(f"cnnkit: error: {e}", file=sys.stderr)
+        return CnnkitError.exit_code
+    except BrokenPipeError:  # `cnnkit summary vgg16 | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Parsing ``key=value`` and ``--key value`` arguments (the ultralytics-style grammar)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cnnkit.errors import CnnkitError, did_you_mean
+
+__all__ = ["parse_value", "split_args", "check_keys"]
+
+
+def parse_value(text: str) -> Any:
+    """``"true"`` -> True, ``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"[64, 32]"`` -> [64, 32], else the text.
+
+    Args:
+        text: The raw value.
+
+    Returns:
+        The typed value.
+    """
+    import yaml
+
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, int, float, list)) else text
+
+
+def split_args(argv: Sequence[str]) -> tuple[list[str], dict[str, Any], bool]:
+    """Split arguments into positionals, ``key=value`` options and a help flag.
+
+    ``--key value``, ``--key=value`` and ``key=value`` are equivalent; a bare
+    ``--flag`` means ``flag=true``. Dashes in keys become underscores.
+
+    Args:
+        argv: The arguments after the command.
+
+    Returns:
+        ``(positionals, options, wants_help)``.
+
+    Raises:
+        CnnkitError: On a key given twice.
+    """
+    pos: list[str] = []
+    opts: dict[str, Any] = {}
+    wants_help = False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help", "help"):
+            wants_help = True
+        elif a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            if not eq:
+                nxt = argv[i + 1] if i + 1 < len(argv) else None
+                if nxt is not None and not nxt.startswith("--") and "=" not in nxt:
+                    val, i = nxt, i + 1
+                else:
+                    val = "true"
+            _put(opts, key, val)
+        elif "=" in a and not a.startswith("="):
+            key, _, val = a.partition("=")
+            _put(opts, key, val)
+        else:
+            pos.append(a)
+        i += 1
+    return pos, opts, wants_help
+
+
+def _put(opts: dict[str, Any], key: str, val: str) -> None:
+    key = key.strip().replace("-", "_")
+    if key in opts:
+        raise CnnkitError(f"{key} is given twice; keep one {key}=... .")
+    opts[key] = parse_value(val)
+
+
+def check_keys(opts: dict[str, Any], allowed: Iterable[str], command: str) -> None:
+    """Refuse unknown keys, with a close-match suggestion.
+
+    Args:
+        opts: Parsed options.
+        allowed: Valid keys.
+        command: The command, for the message.
+
+    Raises:
+        CnnkitError: On the first unknown key.
+    """
+    allowed = list(allowed)
+    for key in opts:
+        if key not in allowed:
+            hits = did_you_mean(key, allowed)
+            hint = f"did you mean {hits[0]}=?" if hits else f"valid keys: {', '.join(allowed)}."
+            raise CnnkitError(f"unknown key {key!r} for `cnnkit {command}`: {hint}")
