@@ -110,7 +110,6 @@ def _input_size(input_size: Any, in_channels: int) -> tuple[int, ...]:
     "logistic",
     family="fc",
     input_size=(32, 32, 1),
-    test_input=(8, 8, 1),
     num_classes=1,
     paper="the first course: logistic regression as a neural network",
 )
@@ -131,7 +130,6 @@ def logistic(
     "mlp",
     family="fc",
     input_size=(32, 32, 1),
-    test_input=(8, 8, 1),
     num_classes=10,
     paper="the first course: deep L-layer neural network",
 )
