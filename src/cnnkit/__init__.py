@@ -12,7 +12,7 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 
 __version__ = "0.1.0"
-__all__ = ["CnnkitError", "__version__", "summary", "models", "blocks", "shapes"]
+__all__ = ["CnnkitError", "__version__", "blocks", "models", "shapes", "summary"]
 
 _LAZY_MODULES = {"models", "blocks", "shapes", "inspect", "cli"}
 

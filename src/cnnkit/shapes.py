@@ -268,8 +268,7 @@ def _window_output(
         f_eff = di * (fi - 1) + 1
         if kind == "pool" and 2 * pi > fi:
             raise CnnkitError(
-                f"pooling padding p={pi} is more than half the window f={fi}; "
-                f"use p <= {fi // 2}."
+                f"pooling padding p={pi} is more than half the window f={fi}; use p <= {fi // 2}."
             )
         padded = ni + 2 * pi
         num = padded - f_eff
@@ -342,7 +341,8 @@ def conv_transpose_output_size(
         di = _as_int("d (the dilation)", kw["d"][i], minimum=1)
         if oi >= max(si, di):
             raise CnnkitError(
-                f"output_padding={oi} must be smaller than the stride s={si} or the dilation d={di}."
+                f"output_padding={oi} must be smaller than the stride s={si} "
+                f"or the dilation d={di}."
             )
         f_eff = di * (fi - 1) + 1
         out = (ni - 1) * si - 2 * pi + f_eff + oi

@@ -23,12 +23,29 @@ def _batch(name: str, n: int = 2) -> torch.Tensor:
 
 def test_registry_lists_every_family():
     families = {get_model_info(n).family for n in ALL}
-    assert families >= {"lenet", "alexnet", "vgg", "resnet", "googlenet", "mobilenet_v1",
-                        "mobilenet_v2", "efficientnet", "fc"}
-    expected = {"lenet5", "alexnet", "googlenet", "mobilenet_v1", "mobilenet_v2", "logistic",
-                "mlp", *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
-                *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
-                *(f"efficientnet_b{i}" for i in range(8))}
+    assert families >= {
+        "lenet",
+        "alexnet",
+        "vgg",
+        "resnet",
+        "googlenet",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "efficientnet",
+        "fc",
+    }
+    expected = {
+        "lenet5",
+        "alexnet",
+        "googlenet",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "logistic",
+        "mlp",
+        *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+        *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
+        *(f"efficientnet_b{i}" for i in range(8)),
+    }
     assert expected <= set(ALL)
 
 
@@ -83,18 +100,31 @@ def test_unknown_model_suggests_close_match():
         create("resnet81")
     with pytest.raises(CnnkitError, match="has no option 'depht'"):
         create("resnet18", depht=3)
-    assert list_models("resnet*") == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
+    assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
     assert list_models("b7") == ["efficientnet_b7"]
 
 
 def test_lenet5_is_the_course_network():
     model = create("lenet5")
     assert sum(p.numel() for p in model.parameters()) == 61_706
-    assert [p.numel() for p in model.parameters()] == [150, 6, 2400, 16, 48000, 120, 10080,
-                                                        84, 840, 10]
+    assert [p.numel() for p in model.parameters()] == [
+        150,
+        6,
+        2400,
+        16,
+        48000,
+        120,
+        10080,
+        84,
+        840,
+        10,
+    ]
     shapes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
-             for m in model.features if isinstance(m, (nn.Conv2d, nn.AvgPool2d))]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
+        for m in model.features
+        if isinstance(m, (nn.Conv2d, nn.AvgPool2d))
+    ]
     model(torch.zeros(1, 1, 32, 32))
     for h in hooks:
         h.remove()
@@ -105,8 +135,9 @@ def test_lenet5_is_the_course_network():
         model(torch.zeros(1, 1, 28, 28))
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16_bn", "resnet50", "googlenet", "mobilenet_v2",
-                                  "efficientnet_b0"])
+@pytest.mark.parametrize(
+    "name", ["alexnet", "vgg16_bn", "resnet50", "googlenet", "mobilenet_v2", "efficientnet_b0"]
+)
 def test_state_dict_keys_match_torchvision(name):
     """torchvision's weights load unchanged: same keys, same shapes."""
     kw = {"aux_logits": False} if name == "googlenet" else {}
@@ -144,8 +175,9 @@ def test_googlenet_side_branches_add_to_the_loss():
     model.train()
     out = model(x)
     assert isinstance(out, cnnkit.models.googlenet.GoogLeNetOutputs)
-    expected = (F.cross_entropy(out.logits, y)
-                + 0.3 * (F.cross_entropy(out.aux_logits1, y) + F.cross_entropy(out.aux_logits2, y)))
+    expected = F.cross_entropy(out.logits, y) + 0.3 * (
+        F.cross_entropy(out.aux_logits1, y) + F.cross_entropy(out.aux_logits2, y)
+    )
     assert torch.allclose(model.compute_loss(out, y), expected)
     model.eval()
     with torch.no_grad():
@@ -161,7 +193,7 @@ def test_googlenet_inference_graph_size():
 def test_efficientnet_variants_recorded():
     from cnnkit.models.efficientnet import ALPHA, BETA, GAMMA, VARIANTS, scaling_table
 
-    assert ALPHA * BETA**2 * GAMMA**2 == pytest.approx(1.92, abs=0.01)  # ~2: FLOPs double
+    assert pytest.approx(1.92, abs=0.01) == ALPHA * BETA**2 * GAMMA**2  # ~2: FLOPs double
     b7 = get_model_info("efficientnet_b7")
     assert b7.input_size == (600, 600, 3)
     assert b7.meta == {"phi": 7, "width": 2.0, "depth": 3.1, "resolution": 600, "dropout": 0.5}

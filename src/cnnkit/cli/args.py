@@ -7,11 +7,11 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError, did_you_mean
 
-__all__ = ["parse_value", "split_args", "check_keys"]
+__all__ = ["check_keys", "parse_value", "split_args"]
 
 
 def parse_value(text: str) -> Any:
-    """``"true"`` -> True, ``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"[64, 32]"`` -> [64, 32], else the text.
+    """Type a value: ``"true"`` -> True, ``"3"`` -> 3, ``"[64, 32]"`` -> [64, 32], else the text.
 
     Args:
         text: The raw value.

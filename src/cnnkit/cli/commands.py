@@ -59,8 +59,10 @@ def models(argv: Sequence[str]) -> int:
         if "efficientnet" in families:
             from cnnkit.models.efficientnet import scaling_table
 
-            print("\nEfficientNet compound scaling (alpha=1.2 depth, beta=1.1 width, "
-                  "gamma=1.15 resolution):")
+            print(
+                "\nEfficientNet compound scaling (alpha=1.2 depth, beta=1.1 width, "
+                "gamma=1.15 resolution):"
+            )
             print(scaling_table())
         for name in names:
             info = get_model_info(name)
@@ -86,8 +88,9 @@ def summary(argv: Sequence[str]) -> int:
     size = shapes.parse_size(str(opts["input"])) if "input" in opts else None
     depth = opts.get("depth", 3)
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
-        raise CnnkitError(f"depth must be a positive integer (or none for all leaves), "
-                          f"got {depth!r}.")
+        raise CnnkitError(
+            f"depth must be a positive integer (or none for all leaves), got {depth!r}."
+        )
 
     from cnnkit.inspect import summary as run_summary
     from cnnkit.models import create, get_model_info
@@ -96,19 +99,31 @@ def summary(argv: Sequence[str]) -> int:
     if not name.endswith((".yaml", ".yml")):
         get_model_info(name)  # unknown name: fail with a suggestion before building
     try:
-        model = create(name, num_classes=opts.get("num_classes"),
-                       in_channels=opts.get("in_channels"), weights=opts.get("weights"),
-                       **model_kw)
+        model = create(
+            name,
+            num_classes=opts.get("num_classes"),
+            in_channels=opts.get("in_channels"),
+            weights=opts.get("weights"),
+            **model_kw,
+        )
     except CnnkitError as e:
         # a key that is neither a summary key nor a model option: most likely a typo
-        bad = next((k for k in model_kw if f"option {k!r}" in str(e) or
-                    f"options, got {sorted(model_kw)}" in str(e)), None)
+        bad = next(
+            (
+                k
+                for k in model_kw
+                if f"option {k!r}" in str(e) or f"options, got {sorted(model_kw)}" in str(e)
+            ),
+            None,
+        )
         hits = did_you_mean(bad, _SUMMARY_KEYS) if bad else []
         if hits:
-            raise CnnkitError(f"unknown key {bad!r} for `cnnkit summary`: did you mean "
-                              f"{hits[0]}=?") from None
+            raise CnnkitError(
+                f"unknown key {bad!r} for `cnnkit summary`: did you mean {hits[0]}=?"
+            ) from None
         raise
-    result = run_summary(model, size, depth=depth, explain=bool(opts.get("explain", False)),
-                         name=name)
+    result = run_summary(
+        model, size, depth=depth, explain=bool(opts.get("explain", False)), name=name
+    )
     print(result.to_text())
     return 0

@@ -226,15 +226,45 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 # ---------------------------------------------------------------- op costs
 
-_CONV = {"convolution", "_convolution", "convolution_overrideable", "mkldnn_convolution",
-         "cudnn_convolution", "miopen_convolution", "_slow_conv2d_forward"}
-_POOL = {"max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
-         "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-         "max_pool1d_with_indices"}
-_REDUCE = {"_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
-           "adaptive_max_pool2d", "adaptive_max_pool3d", "mean", "sum", "amax"}
-_NORM = {"native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-         "native_layer_norm", "native_group_norm", "_softmax", "_log_softmax"}
+_CONV = {
+    "convolution",
+    "_convolution",
+    "convolution_overrideable",
+    "mkldnn_convolution",
+    "cudnn_convolution",
+    "miopen_convolution",
+    "_slow_conv2d_forward",
+}
+_POOL = {
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "max_pool1d_with_indices",
+}
+_REDUCE = {
+    "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "mean",
+    "sum",
+    "amax",
+}
+_NORM = {
+    "native_batch_norm",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "native_layer_norm",
+    "native_group_norm",
+    "_softmax",
+    "_log_softmax",
+}
 
 
 def _op_cost(func: Any, args: tuple, out: Any) -> tuple[int, int]:
@@ -275,8 +305,9 @@ class _OpCounter(TorchDispatchMode):
         super().__init__()
         self.tracker = tracker
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
-                           kwargs: dict | None = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         out = func(*args, **(kwargs or {}))
         macs, other = _op_cost(func, args, out)
         if macs or other:
@@ -363,8 +394,15 @@ class _Tracker:
                 trainable=params[1],
                 macs=total_macs,
                 other_ops=total_other,
-                note=(("called again (shared module): parameters counted once" if params_any
-                       else "called again (shared module)") if shared else ""),
+                note=(
+                    (
+                        "called again (shared module): parameters counted once"
+                        if params_any
+                        else "called again (shared module)"
+                    )
+                    if shared
+                    else ""
+                ),
             )
             if self.explain:
                 row.formula = _formula(module, frame.input_shape, outs)
@@ -375,17 +413,19 @@ class _Tracker:
             params = self._take(module.parameters(recurse=False))
             if self_macs or self_other or params[0]:
                 ops = ", ".join(sorted(frame.ops)) or "parameters"
-                self.rows.append(Row(
-                    name=f"{frame.name or '(model)'} (ops)",
-                    type=ops,
-                    depth=frame.depth,
-                    output_shapes=outs if frame.name == "" else [],
-                    params=params[0],
-                    trainable=params[1],
-                    macs=self_macs,
-                    other_ops=self_other,
-                    note="operations written in its forward()",
-                ))
+                self.rows.append(
+                    Row(
+                        name=f"{frame.name or '(model)'} (ops)",
+                        type=ops,
+                        depth=frame.depth,
+                        output_shapes=outs if frame.name == "" else [],
+                        params=params[0],
+                        trainable=params[1],
+                        macs=self_macs,
+                        other_ops=self_other,
+                        note="operations written in its forward()",
+                    )
+                )
         if self.stack:
             self.stack[-1].accounted_macs += total_macs
             self.stack[-1].accounted_other += total_other
@@ -422,14 +462,21 @@ class _Tracker:
         rows = []
         for group, (n, t) in groups.items():
             mod = self.model.get_submodule(group) if group else self.model
-            rows.append(Row(name=f"{group or '(model)'} (not run)", type=type(mod).__name__,
-                            depth=self._depth(group), params=n, trainable=t,
-                            note="not used by this forward (e.g. a training-only branch)"))
+            rows.append(
+                Row(
+                    name=f"{group or '(model)'} (not run)",
+                    type=type(mod).__name__,
+                    depth=self._depth(group),
+                    params=n,
+                    trainable=t,
+                    note="not used by this forward (e.g. a training-only branch)",
+                )
+            )
         return rows
 
 
 def _collapse(text: str) -> str:
-    """``n_H: 28 = ...`` and ``n_W: 28 = ...`` with the same right side -> ``n_H = n_W: 28 = ...``."""
+    """Merge per-axis lines with the same right side: ``n_H = n_W: 28 = ...``."""
     lines = text.splitlines()
     if len(lines) > 1 and all(": " in ln for ln in lines):
         labels, rests = zip(*(ln.split(": ", 1) for ln in lines))
@@ -438,8 +485,9 @@ def _collapse(text: str) -> str:
     return text
 
 
-def _formula(module: nn.Module, in_shape: tuple[int, ...] | None,
-             outs: list[tuple[int, ...]]) -> str:
+def _formula(
+    module: nn.Module, in_shape: tuple[int, ...] | None, outs: list[tuple[int, ...]]
+) -> str:
     """The course's formulas for one conv / pool / FC / BN layer."""
     return "\n".join(
         _collapse(block) for block in _formula_blocks(module, in_shape).split("\n\n")
@@ -452,40 +500,87 @@ def _formula_blocks(module: nn.Module, in_shape: tuple[int, ...] | None) -> str:
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and in_shape:
             n = in_shape[:-1]
             p = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-            size = shapes.conv_output_size(n, tuple(module.kernel_size), p,
-                                           tuple(module.stride), tuple(module.dilation),
-                                           explain=True)
-            prm = shapes.conv_params(tuple(module.kernel_size), module.in_channels,
-                                     module.out_channels, bias=module.bias is not None,
-                                     groups=module.groups, explain=True)
-            mac = shapes.conv_macs(size.value, module.out_channels, tuple(module.kernel_size),
-                                   module.in_channels, groups=module.groups, explain=True)
+            size = shapes.conv_output_size(
+                n,
+                tuple(module.kernel_size),
+                p,
+                tuple(module.stride),
+                tuple(module.dilation),
+                explain=True,
+            )
+            prm = shapes.conv_params(
+                tuple(module.kernel_size),
+                module.in_channels,
+                module.out_channels,
+                bias=module.bias is not None,
+                groups=module.groups,
+                explain=True,
+            )
+            mac = shapes.conv_macs(
+                size.value,
+                module.out_channels,
+                tuple(module.kernel_size),
+                module.in_channels,
+                groups=module.groups,
+                explain=True,
+            )
             return f"{size.text}\n\nparams {prm.text}\n\nMACs {mac.text}"
-        if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) \
-                and in_shape:
+        if (
+            isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+            and in_shape
+        ):
             size = shapes.conv_transpose_output_size(
-                in_shape[:-1], tuple(module.kernel_size), tuple(module.padding),
-                tuple(module.stride), tuple(module.output_padding), tuple(module.dilation),
-                explain=True)
-            mac = shapes.conv_transpose_macs(in_shape[:-1], module.in_channels,
-                                             tuple(module.kernel_size), module.out_channels,
-                                             groups=module.groups, explain=True)
+                in_shape[:-1],
+                tuple(module.kernel_size),
+                tuple(module.padding),
+                tuple(module.stride),
+                tuple(module.output_padding),
+                tuple(module.dilation),
+                explain=True,
+            )
+            mac = shapes.conv_transpose_macs(
+                in_shape[:-1],
+                module.in_channels,
+                tuple(module.kernel_size),
+                module.out_channels,
+                groups=module.groups,
+                explain=True,
+            )
             return f"{size.text}\n\nMACs {mac.text}"
-        if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
-                               nn.AvgPool2d, nn.AvgPool3d)) and in_shape:
+        if (
+            isinstance(
+                module,
+                (
+                    nn.MaxPool1d,
+                    nn.MaxPool2d,
+                    nn.MaxPool3d,
+                    nn.AvgPool1d,
+                    nn.AvgPool2d,
+                    nn.AvgPool3d,
+                ),
+            )
+            and in_shape
+        ):
             dims = len(in_shape) - 1
 
             def t(v: Any) -> tuple:
                 return tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
 
             d = t(getattr(module, "dilation", 1))
-            size = shapes.pool_output_size(in_shape[:-1], t(module.kernel_size),
-                                           t(module.stride), t(module.padding), d,
-                                           ceil_mode=bool(module.ceil_mode), explain=True)
+            size = shapes.pool_output_size(
+                in_shape[:-1],
+                t(module.kernel_size),
+                t(module.stride),
+                t(module.padding),
+                d,
+                ceil_mode=bool(module.ceil_mode),
+                explain=True,
+            )
             return f"{size.text}\n\nparams 0 (pooling has hyperparameters f, s only)"
         if isinstance(module, nn.Linear):
-            prm = shapes.fc_params(module.in_features, module.out_features,
-                                   bias=module.bias is not None, explain=True)
+            prm = shapes.fc_params(
+                module.in_features, module.out_features, bias=module.bias is not None, explain=True
+            )
             mac = shapes.fc_macs(module.in_features, module.out_features, explain=True)
             return f"params {prm.text}\n\nMACs {mac.text}"
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
@@ -584,8 +679,11 @@ def summary(
         size = shapes.parse_size(input_size, what="input")
         _check_channels(model, size, label)
         x = torch.zeros(1, size[-1], *size[:-1])  # course (n_H, n_W, n_C) -> (1, n_C, n_H, n_W)
-        if _first_conv(model) is not None and isinstance(_first_conv(model), nn.Linear) \
-                and not any(isinstance(m, nn.Flatten) for m in model.modules()):
+        if (
+            _first_conv(model) is not None
+            and isinstance(_first_conv(model), nn.Linear)
+            and not any(isinstance(m, nn.Flatten) for m in model.modules())
+        ):
             x = torch.zeros(1, math.prod(size))  # an FC-only model on flat vectors
     param = next(iter(model.parameters()), None)
     if param is not None:
@@ -606,14 +704,16 @@ def summary(
     except (RuntimeError, ValueError, IndexError) as e:
         where = tracker.stack[-1] if tracker.stack else None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        layer = f"layer {where.name!r} ({type(where.module).__name__})" if where and where.name \
+        layer = (
+            f"layer {where.name!r} ({type(where.module).__name__})"
+            if where and where.name
             else label
+        )
         got = f" given {_shape_text(where.input_shape)}" if where and where.input_shape else ""
         default = _default_input(model)
         hint = f"; {label} is built for {_shape_text(default)}" if default else ""
         raise CnnkitError(
-            f"{label} cannot take a {_shape_text(size)} input: {layer} fails{got} "
-            f"({first}){hint}."
+            f"{label} cannot take a {_shape_text(size)} input: {layer} fails{got} ({first}){hint}."
         ) from None
     finally:
         for h in handles:
@@ -627,7 +727,9 @@ def summary(
     not_run = sum(r.params for r in rows if r.name.endswith("(not run)"))
     buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
     act_bytes = sum(
-        math.prod(s) * x.element_size() for r in rows if not r.name.endswith(")")
+        math.prod(s) * x.element_size()
+        for r in rows
+        if not r.name.endswith(")")
         for s in r.output_shapes
     )
     param_bytes = sum(p.numel() * p.element_size() for p in unique.values())

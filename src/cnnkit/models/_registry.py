@@ -7,6 +7,7 @@ Model files register their builders with :func:`register_model`; users call
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,12 +113,17 @@ def list_models(pattern: str | None = None) -> list[str]:
     Returns:
         The matching names.
     """
-    names = sorted(_REGISTRY)
+    names = sorted(_REGISTRY, key=_natural)
     if not pattern:
         return names
     if not any(ch in pattern for ch in "*?["):
         pattern = f"*{pattern}*"
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key putting resnet18 before resnet101."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def get_model_info(name: str) -> ModelInfo:

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-_tv = importlib.import_module("torchvision.models.alexnet")  # the module, not the function
-
 from cnnkit.models._base import ClassifierMixin
 from cnnkit.models._registry import register_model
 from cnnkit.models._tv import finish
+
+_tv = importlib.import_module("torchvision.models.alexnet")  # module, not function
 
 __all__ = ["AlexNet", "alexnet"]
 

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-_tv = importlib.import_module("torchvision.models.efficientnet")  # the module, not the function
-
 from cnnkit.models._base import ClassifierMixin
 from cnnkit.models._registry import register_model
 from cnnkit.models._tv import finish
+
+_tv = importlib.import_module("torchvision.models.efficientnet")  # module, not function
 
 __all__ = ["ALPHA", "BETA", "GAMMA", "VARIANTS", "EfficientNet", "Variant", "scaling_table"]
 

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-_tv = importlib.import_module("torchvision.models.googlenet")  # the module, not the function
-
 from cnnkit.models._base import ClassifierMixin
 from cnnkit.models._registry import register_model
 from cnnkit.models._tv import finish
+
+_tv = importlib.import_module("torchvision.models.googlenet")  # module, not function
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "googlenet"]
 

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-_tv = importlib.import_module("torchvision.models.resnet")  # the module, not the function
-
 from cnnkit.models._base import ClassifierMixin
 from cnnkit.models._registry import register_model
 from cnnkit.models._tv import finish
+
+_tv = importlib.import_module("torchvision.models.resnet")  # module, not function
 
 __all__ = ["CONFIGS", "ResNet"]
 

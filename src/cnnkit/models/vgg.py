@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-_tv = importlib.import_module("torchvision.models.vgg")  # the module, not the function
-
 from cnnkit.models._base import ClassifierMixin
 from cnnkit.models._registry import register_model
 from cnnkit.models._tv import finish
+
+_tv = importlib.import_module("torchvision.models.vgg")  # module, not function
 
 __all__ = ["CONFIGS", "VGG"]  # builders vgg11 ... vgg19_bn are generated below
 
