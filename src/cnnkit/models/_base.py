@@ -47,6 +47,10 @@ class ClassifierMixin:
         new = nn.Linear(old.in_features, int(num_classes), bias=old.bias is not None)
         set_submodule(self, self.classifier_path, new)  # type: ignore[arg-type]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward_head(forward_features(x))``: the class scores (logits)."""
+        return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
+
     @property
     def num_classes(self) -> int:
         """Number of classes the head predicts."""

@@ -151,10 +151,10 @@ def create(
     weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model, or a network from a layer-list YAML file.
 
     Args:
-        name: Registered name (see :func:`list_models`).
+        name: Registered name (see :func:`list_models`) or a ``.yaml`` network file.
         num_classes: Number of output classes (default: the model's own).
         in_channels: Input channels ``n_C`` (default: the model's own).
         weights: ``None`` (random init), a local ``.safetensors`` file, a
@@ -164,11 +164,15 @@ def create(
             ``alpha=0.5`` for MobileNet v1, ``activation="relu"`` for LeNet-5).
 
     Returns:
-        The model, in training mode.
+        The model, in training mode, with ``forward_features``, ``forward_head``,
+        ``get_classifier`` and ``reset_classifier``.
 
     Raises:
-        CnnkitError: For an unknown name, bad options or unusable weights.
+        CnnkitError: For an unknown name (with a suggestion), bad options or
+            unusable weights.
     """
+    if str(name).endswith((".yaml", ".yml")):
+        return _create_from_yaml(str(name), num_classes, in_channels, weights, kwargs)
     info = get_model_info(name)
     if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
         raise CnnkitError(f"num_classes must be a positive integer, got {num_classes!r}.")
@@ -190,4 +194,22 @@ def create(
             ) from None
         raise
     model.cnnkit_name = name  # type: ignore[attr-defined]
+    return model
+
+
+def _create_from_yaml(
+    path: str,
+    num_classes: int | None,
+    in_channels: int | None,
+    weights: str | None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    from cnnkit.models._base import load_weights
+    from cnnkit.models.sequential import from_yaml
+
+    if kwargs:
+        raise CnnkitError(f"a YAML network takes no options, got {sorted(kwargs)}.")
+    model = from_yaml(path, num_classes=num_classes, in_channels=in_channels)
+    if weights is not None:
+        load_weights(model, weights, model_name=path)
     return model

@@ -37,9 +37,6 @@ class AlexNet(ClassifierMixin, _tv.AlexNet):
         x = torch.flatten(x, 1)  # (B, 256, 6, 6) -> (B, 9216)
         return self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "alexnet",

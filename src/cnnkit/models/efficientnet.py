@@ -41,9 +41,6 @@ class EfficientNet(ClassifierMixin, _tv.EfficientNet):
         x = torch.flatten(self.avgpool(x), 1)  # (B, C, 1, 1) -> (B, C)
         return self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 

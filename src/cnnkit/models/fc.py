@@ -48,9 +48,6 @@ class LogisticRegression(ClassifierMixin, nn.Module):
         """``z = w^T x + b``."""
         return self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 class MLP(ClassifierMixin, nn.Module):
     """An L-layer fully connected network: ``[LINEAR -> act] x (L-1) -> LINEAR``.
@@ -96,9 +93,6 @@ class MLP(ClassifierMixin, nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """The output layer's ``z[L]``."""
         return self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _input_size(input_size: Any, in_channels: int) -> tuple[int, ...]:

@@ -48,6 +48,10 @@ class GoogLeNet(ClassifierMixin, _tv.GoogLeNet):
         super().__init__(num_classes=num_classes, aux_logits=aux_logits, **kw)
         self.aux_weight = aux_weight
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
+        """torchvision's forward: logits, or ``GoogLeNetOutputs`` with the side branches."""
+        return _tv.GoogLeNet.forward(self, x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Main path without the side branches: ``(B, 3, 224, 224) -> (B, 1024, 7, 7)``."""
         x = self._transform_input(x)

@@ -83,9 +83,6 @@ class LeNet5(ClassifierMixin, nn.Module):
         """FC layers: ``(B, 16, 5, 5) -> (B, num_classes)``."""
         return self.classifier(self.flatten(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "lenet5",

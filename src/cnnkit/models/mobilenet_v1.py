@@ -76,9 +76,6 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         x = torch.flatten(self.avgpool(x), 1)  # (B, C, 1, 1) -> (B, C)
         return self.fc(self.dropout(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # (n_C, s) of the 13 depthwise-separable blocks (Table 1 of the paper; its last
 # stride-2 entry is a known typo: the map stays 7x7).

@@ -37,9 +37,6 @@ class MobileNetV2(ClassifierMixin, _tv.MobileNetV2):
         x = torch.flatten(x, 1)  # (B, 1280, 1, 1) -> (B, 1280)
         return self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 @register_model(
     "mobilenet_v2",

@@ -61,9 +61,6 @@ class ResNet(ClassifierMixin, _tv.ResNet):
         x = torch.flatten(x, 1)  # (B, C, 1, 1) -> (B, C)
         return self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # name -> (block, blocks per stage)
 CONFIGS: dict[str, tuple[type, list[int]]] = {

@@ -152,9 +152,6 @@ class LayerNet(ClassifierMixin, nn.Module):
         """Layers from the first flatten / global pool on."""
         return self.layers[self._head_start :](x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def describe(self) -> str:
         """The layer list with shapes and parameter counts, as the course writes them.
 

@@ -35,9 +35,6 @@ class VGG(ClassifierMixin, _tv.VGG):
         x = torch.flatten(x, 1)  # (B, 512, 7, 7) -> (B, 25088)
         return self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # Filters per conv, "M" = 2x2 max-pool (torchvision's table).
 CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
