@@ -110,8 +110,18 @@ def test_depth_folds_rows_without_changing_totals():
     deep = cnnkit.summary(model, "32x32x3", depth=None)
     shallow = cnnkit.summary(model, "32x32x3", depth=1)
     assert len(shallow.rows) < len(deep.rows)
-    assert [r.name for r in shallow.rows] == ["conv1", "bn1", "relu", "maxpool", "layer1",
-                                             "layer2", "layer3", "layer4", "avgpool", "fc"]
+    assert [r.name for r in shallow.rows] == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
     for attr in ("total_params", "macs", "other_ops"):
         assert getattr(shallow, attr) == getattr(deep, attr)
 
@@ -123,15 +133,29 @@ def test_explain_formulas_and_course_order_shapes():
     assert "n_H = n_W: 28 = floor((32 + 2*0 - 5)/1) + 1" in conv1.formula
     assert "156 = (5*5*1 + 1)*6" in conv1.formula
     assert [r.output for r in s.rows if r.type in ("Conv2d", "AvgPool2d")] == [
-        "28x28x6", "14x14x6", "10x10x16", "5x5x16"]
+        "28x28x6",
+        "14x14x6",
+        "10x10x16",
+        "5x5x16",
+    ]
     text = s.to_text()
     assert "FLOPs" in text and "2 x MACs" in text and "61,706" in text
 
 
 def test_course_39x39_network_explained():
     net = cnnkit.models.sequential(
-        [{"conv": {"f": 3, "n_C": 10}}, "relu", {"conv": {"f": 5, "s": 2, "n_C": 20}}, "relu",
-         {"conv": {"f": 5, "s": 2, "n_C": 40}}, "relu", "flatten", {"fc": 1}], "39x39x3")
+        [
+            {"conv": {"f": 3, "n_C": 10}},
+            "relu",
+            {"conv": {"f": 5, "s": 2, "n_C": 20}},
+            "relu",
+            {"conv": {"f": 5, "s": 2, "n_C": 40}},
+            "relu",
+            "flatten",
+            {"fc": 1},
+        ],
+        "39x39x3",
+    )
     s = cnnkit.summary(net, explain=True)
     assert [r.output for r in s.rows if r.type == "Conv2d"] == ["37x37x10", "17x17x20", "7x7x40"]
     assert [r.output for r in s.rows if r.type == "Flatten"] == ["1960"]
@@ -166,15 +190,21 @@ def test_googlenet_side_branches_reported_as_not_run():
     s = cnnkit.summary(model, "224x224x3")
     assert s.total_params == sum(p.numel() for p in model.parameters()) == 13_004_888
     assert s.params_not_run == 13_004_888 - 6_624_904
-    assert {r.name for r in s.rows if r.name.endswith("(not run)")} == {"aux1 (not run)",
-                                                                       "aux2 (not run)"}
+    assert {r.name for r in s.rows if r.name.endswith("(not run)")} == {
+        "aux1 (not run)",
+        "aux2 (not run)",
+    }
     assert model.training  # the summary restores the mode
 
 
 @pytest.mark.parametrize(
     ("size", "match"),
-    [("0x0x3", "not positive"), ("3x224x224", "did you mean 224x224x3"),
-     ("224x224", "1D inputs|2D inputs"), ("abc", "not a size")],
+    [
+        ("0x0x3", "not positive"),
+        ("3x224x224", "did you mean 224x224x3"),
+        ("224x224", "1D inputs|2D inputs"),
+        ("abc", "not a size"),
+    ],
 )
 def test_bad_input_sizes(size, match):
     with pytest.raises(CnnkitError, match=match):

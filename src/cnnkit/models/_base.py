@@ -8,6 +8,7 @@ and ``reset_classifier(num_classes)`` (transfer learning builds on these).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,12 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
 
 
 _MAX_WEIGHTS_BYTES = 4 * 1024**3
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(e: BaseException) -> str:
+    text = _ANSI.sub("", str(e)).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(e).__name__
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -149,20 +156,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if p.stat().st_size > _MAX_WEIGHTS_BYTES:
         raise CnnkitError(f"weights file {str(p)!r} is larger than 4 GiB; refusing to load it.")
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorsError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(p))
-        except (SafetensorsError, OSError, ValueError) as e:
-            raise CnnkitError(f"cannot read weights file {str(p)!r}: {e}.") from None
+        except Exception as e:  # safetensors' own error type changed name across versions
+            raise CnnkitError(
+                f"cannot read weights file {str(p)!r}: {_first_line(e)} (truncated or not "
+                "a safetensors file?)."
+            ) from None
     if p.suffix in {".pth", ".pt", ".bin"}:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle payloads with globals, torn files, ...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "weights_only" in str(e) or "global" in str(e).lower():
+                raise CnnkitError(
+                    f"{str(p)!r} holds Python objects (a pickle), which cnnkit never runs; "
+                    "re-save it as a state dict of tensors, or as .safetensors."
+                ) from None
             raise CnnkitError(
-                f"cannot read {str(p)!r} as plain weights (read with weights_only=True): {first}"
+                f"cannot read {str(p)!r} as plain weights: {_first_line(e)} (truncated?)."
             ) from None
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):

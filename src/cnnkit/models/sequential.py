@@ -265,9 +265,9 @@ def sequential(
 
     for i, (kind, raw) in enumerate(entries, start=1):
         where = f"layer {i} ({kind})"
-        if kind not in _KINDS:
-            raise unknown_name("layer kind", kind, _KINDS)
         try:
+            if kind not in _KINDS:
+                raise unknown_name("layer kind", kind, _KINDS)
             if kind in ("conv", "conv_transpose", "pool", "gap") and spatial is None:
                 raise CnnkitError(f"{where} needs a volume but the input here is flat ({flat}).")
             if kind == "conv":
