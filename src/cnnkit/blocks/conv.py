@@ -25,6 +25,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "leaky_relu": nn.LeakyReLU,
     "gelu": nn.GELU,
+    "elu": nn.ELU,
 }
 
 Activation = str | None | type[nn.Module] | nn.Module | Callable[..., nn.Module]

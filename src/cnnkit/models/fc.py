@@ -14,14 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit.blocks import ACTIVATIONS
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models._base import ClassifierMixin, load_weights
 from cnnkit.models._registry import register_model
 from cnnkit.shapes import parse_size
 
 __all__ = ["MLP", "LogisticRegression", "logistic", "mlp"]
-
-_ACTS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
 
 
 class LogisticRegression(ClassifierMixin, nn.Module):
@@ -71,15 +70,15 @@ class MLP(ClassifierMixin, nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if activation not in _ACTS:
-            raise unknown_name("MLP activation", activation, _ACTS)
+        if activation not in ACTIVATIONS:
+            raise unknown_name("MLP activation", activation, ACTIVATIONS)
         if not hidden or any(int(h) < 1 for h in hidden):
             raise CnnkitError(f"hidden must list positive layer sizes, got {list(hidden)}.")
         self.input_size = tuple(input_size)
         layers: list[nn.Module] = [nn.Flatten()]  # (B, n_C, n_H, n_W) -> (B, n_x)
         n_prev = math.prod(self.input_size)
         for h in hidden:
-            layers += [nn.Linear(n_prev, int(h)), _ACTS[activation]()]
+            layers += [nn.Linear(n_prev, int(h)), ACTIVATIONS[activation]()]
             if dropout:
                 layers.append(nn.Dropout(dropout))
             n_prev = int(h)

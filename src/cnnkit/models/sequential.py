@@ -16,7 +16,7 @@ Layer kinds: ``conv`` (``f``, ``n_C``, ``s=1``, ``p=0|valid|same``, ``d=1``,
 (global average pool), ``flatten`` (inserted automatically before the first
 ``fc`` on a volume), ``fc`` (units, or ``{n: units, bias: false}``), ``dropout``
 (rate, or ``{keep_prob: 0.8}``), ``bn``, activations (``relu``, ``relu6``,
-``leaky_relu``, ``tanh``, ``sigmoid``, ``elu``, ``gelu``, ``silu``) and ``softmax``.
+``leaky_relu``, ``tanh``, ``sigmoid``, ``elu``, ``gelu``, ``silu``, ``swish``) and ``softmax``.
 A 1D input is ``n x n_C`` and a 3D one ``n_D x n_H x n_W x n_C``.
 
 Output shapes are inferred layer by layer with :mod:`cnnkit.shapes` when the
@@ -39,21 +39,13 @@ import torch
 from torch import nn
 
 from cnnkit import shapes
+from cnnkit.blocks import ACTIVATIONS
 from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 from cnnkit.models._base import ClassifierMixin
 
 __all__ = ["LayerNet", "TraceRow", "from_yaml", "sequential"]
 
-_ACTS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "leaky_relu": nn.LeakyReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
+_ACTS = ACTIVATIONS  # the activation names every block accepts
 _KINDS = [
     "conv",
     "conv_transpose",
