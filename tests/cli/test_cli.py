@@ -141,8 +141,15 @@ def test_lenet5_summary_explained():
     r = cnnkit("summary", "lenet5", "input=32x32x1", "explain=true")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    for text in ("61,706", "28x28x6", "14x14x6", "10x10x16", "5x5x16",
-                 "156 = (5*5*1 + 1)*6", "FLOPs"):
+    for text in (
+        "61,706",
+        "28x28x6",
+        "14x14x6",
+        "10x10x16",
+        "5x5x16",
+        "156 = (5*5*1 + 1)*6",
+        "FLOPs",
+    ):
         assert text in out, text
     assert _number(out, "params") == 61_706
     macs, flops = _number(out, "MACs"), _number(out, "FLOPs")

@@ -83,7 +83,9 @@ COURSE = {
     "course_39x39": {
         "input": (39, 39, 3),
         "shapes": [(37, 37, 10), (17, 17, 20), (7, 7, 40), (1960,)],
-        "params": (3 * 3 * 3 + 1) * 10 + (5 * 5 * 10 + 1) * 20 + (5 * 5 * 20 + 1) * 40
+        "params": (3 * 3 * 3 + 1) * 10
+        + (5 * 5 * 10 + 1) * 20
+        + (5 * 5 * 20 + 1) * 40
         + (1960 + 1) * 10,
         "classes": 10,
     },
@@ -143,8 +145,7 @@ def test_course_39x39_total_matches_the_course_arithmetic():
 def test_lenet5_yaml_per_layer_params():
     model = from_yaml(EXAMPLES / "lenet5.yaml")
     learned = [(r.kind, r.params) for r in model.trace if r.params]
-    assert learned == [("conv", 156), ("conv", 2_416), ("fc", 48_120), ("fc", 10_164),
-                       ("fc", 850)]
+    assert learned == [("conv", 156), ("conv", 2_416), ("fc", 48_120), ("fc", 10_164), ("fc", 850)]
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert [_n_params(m) for m in layers] == [156, 2_416, 48_120, 10_164, 850]
 
@@ -258,12 +259,18 @@ def test_3d_network_builds_and_matches_its_trace():
 
 @pytest.mark.parametrize(
     ("n", "f", "s", "p", "n_C_prev", "n_C"),
-    [(8, 4, 2, 1, 3, 2), (7, 3, 2, 0, 1, 5), (5, 3, 1, 1, 2, 2), (4, 2, 2, 0, 4, 1),
-     (3, 5, 3, 2, 1, 3)],
+    [
+        (8, 4, 2, 1, 3, 2),
+        (7, 3, 2, 0, 1, 5),
+        (5, 3, 1, 1, 2, 2),
+        (4, 2, 2, 0, 4, 1),
+        (3, 5, 3, 2, 1, 3),
+    ],
 )
 def test_conv_transpose_output_size(n, f, s, p, n_C_prev, n_C):
-    model = sequential([{"conv_transpose": {"f": f, "s": s, "p": p, "n_C": n_C}}],
-                       f"{n}x{n}x{n_C_prev}")
+    model = sequential(
+        [{"conv_transpose": {"f": f, "s": s, "p": p, "n_C": n_C}}], f"{n}x{n}x{n_C_prev}"
+    )
     out = (n - 1) * s - 2 * p + f
     assert model.trace[0].output == (out, out, n_C)
     x = _input((n, n, n_C_prev), batch=2)
@@ -280,8 +287,10 @@ def test_same_padding_keeps_n_at_stride_1(f):
 
 
 def test_dropout_keep_prob_and_rate():
-    model = sequential([{"fc": 4}, {"dropout": {"keep_prob": 0.8}}, {"dropout": 0.3},
-                        {"dropout": {"rate": 0.1}}], "6x2")
+    model = sequential(
+        [{"fc": 4}, {"dropout": {"keep_prob": 0.8}}, {"dropout": 0.3}, {"dropout": {"rate": 0.1}}],
+        "6x2",
+    )
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert [d.p for d in drops] == pytest.approx([0.2, 0.3, 0.1])
     assert _n_params(model) == (12 + 1) * 4

@@ -226,3 +226,15 @@ def test_unknown_weights_name_suggests():
 def test_weights_name_for_a_model_without_torchvision_weights():
     with pytest.raises(CnnkitError, match="mobilenet_v1"):
         create("mobilenet_v1", weights="IMAGENET1K_V1")
+
+
+@pytest.mark.parametrize("name", ["logistic", "mlp"])
+def test_weights_load_into_models_without_convolutions(tmp_path, name):
+    """The fully connected models have no stem conv: loading must not look for one."""
+    torch.manual_seed(0)
+    src = create(name)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(src.state_dict(), str(path))
+    loaded = create(name, weights=str(path))
+    for key, value in src.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)

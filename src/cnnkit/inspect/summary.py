@@ -405,7 +405,7 @@ class _Tracker:
                 ),
             )
             if self.explain:
-                row.formula = _formula(module, frame.input_shape, outs)
+                row.formula = _formula(module, frame.input_shape)
             self.rows.append(row)
         else:
             self_macs = total_macs - frame.accounted_macs
@@ -485,9 +485,7 @@ def _collapse(text: str) -> str:
     return text
 
 
-def _formula(
-    module: nn.Module, in_shape: tuple[int, ...] | None, outs: list[tuple[int, ...]]
-) -> str:
+def _formula(module: nn.Module, in_shape: tuple[int, ...] | None) -> str:
     """The course's formulas for one conv / pool / FC / BN layer."""
     return "\n".join(
         _collapse(block) for block in _formula_blocks(module, in_shape).split("\n\n")
@@ -679,10 +677,8 @@ def summary(
         size = shapes.parse_size(input_size, what="input")
         _check_channels(model, size, label)
         x = torch.zeros(1, size[-1], *size[:-1])  # course (n_H, n_W, n_C) -> (1, n_C, n_H, n_W)
-        if (
-            _first_conv(model) is not None
-            and isinstance(_first_conv(model), nn.Linear)
-            and not any(isinstance(m, nn.Flatten) for m in model.modules())
+        if isinstance(_first_conv(model), nn.Linear) and not any(
+            isinstance(m, nn.Flatten) for m in model.modules()
         ):
             x = torch.zeros(1, math.prod(size))  # an FC-only model on flat vectors
     param = next(iter(model.parameters()), None)

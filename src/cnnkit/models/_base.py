@@ -17,7 +17,14 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
 
-__all__ = ["ClassifierMixin", "adapt_in_channels", "load_weights", "read_state_dict"]
+__all__ = [
+    "ClassifierMixin",
+    "adapt_in_channels",
+    "finish",
+    "first_conv_name",
+    "load_weights",
+    "read_state_dict",
+]
 
 
 class ClassifierMixin:
@@ -71,12 +78,12 @@ def set_submodule(model: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def first_conv_name(model: nn.Module) -> str:
-    """Dotted name of the first convolution registered in ``model``."""
+def first_conv_name(model: nn.Module) -> str | None:
+    """Dotted name of the first convolution registered in ``model`` (``None`` if it has none)."""
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return name
-    raise CnnkitError(f"{type(model).__name__} has no convolution whose input channels to change.")
+    return None
 
 
 def _adapt_weight(w: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -106,6 +113,10 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
         The same model.
     """
     name = first_conv_name(model)
+    if name is None:
+        raise CnnkitError(
+            f"{type(model).__name__} has no convolution whose input channels to change."
+        )
     conv = model.get_submodule(name)
     if conv.in_channels == in_channels:
         return model
@@ -248,7 +259,8 @@ def load_weights(
         sd = _torchvision_state_dict(torchvision_name, w, model_name)
     own = model.state_dict()
     head_prefix = getattr(model, "classifier_path", None)
-    stem = first_conv_name(model) + ".weight" if any(True for _ in model.parameters()) else ""
+    stem_conv = first_conv_name(model)
+    stem = f"{stem_conv}.weight" if stem_conv is not None else ""
     optional = tuple(getattr(model, "optional_prefixes", ()))
     missing = [
         k
@@ -284,3 +296,33 @@ def load_weights(
         )
     model.load_state_dict({**own, **fixed})
     return skipped
+
+
+def finish(
+    model: nn.Module,
+    *,
+    name: str,
+    torchvision_name: str | None = None,
+    in_channels: int,
+    weights: str | None,
+) -> nn.Module:
+    """Adapt the stem to ``in_channels``, then load ``weights`` if given.
+
+    Every builder ends here. A model without convolutions (``logistic``, ``mlp``)
+    is built for its ``in_channels`` already and has no stem to adapt.
+
+    Args:
+        model: The freshly built model.
+        name: cnnkit name, for messages.
+        torchvision_name: torchvision builder with the same keys, for weights names.
+        in_channels: Wanted input channels.
+        weights: ``None``, a file or a torchvision weights name.
+
+    Returns:
+        The model.
+    """
+    if first_conv_name(model) is not None:
+        adapt_in_channels(model, in_channels)
+    if weights is not None:
+        load_weights(model, weights, torchvision_name=torchvision_name, model_name=name)
+    return model

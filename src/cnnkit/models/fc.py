@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnkit.blocks import ACTIVATIONS
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.models._base import ClassifierMixin, load_weights
+from cnnkit.models._base import ClassifierMixin, finish
 from cnnkit.models._registry import register_model
 from cnnkit.shapes import parse_size
 
@@ -114,9 +114,7 @@ def logistic(
 ) -> LogisticRegression:
     """Logistic (num_classes=1) or softmax regression on flattened pixels; ``input_size``."""
     model = LogisticRegression(num_classes, _input_size(input_size, in_channels))
-    if weights is not None:
-        load_weights(model, weights, model_name="logistic")
-    return model
+    return finish(model, name="logistic", in_channels=in_channels, weights=weights)
 
 
 @register_model(
@@ -135,6 +133,4 @@ def mlp(
 ) -> MLP:
     """L-layer network. Options: ``input_size``, ``hidden``, ``activation``, ``dropout``."""
     model = MLP(num_classes, _input_size(input_size, in_channels), **kw)
-    if weights is not None:
-        load_weights(model, weights, model_name="mlp")
-    return model
+    return finish(model, name="mlp", in_channels=in_channels, weights=weights)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.models._base import ClassifierMixin, load_weights
+from cnnkit.models._base import ClassifierMixin, finish
 from cnnkit.models._registry import register_model
 
 __all__ = ["LeNet5", "lenet5"]
@@ -96,6 +96,4 @@ def lenet5(
 ) -> LeNet5:
     """LeNet-5 (61,706 parameters for 10 classes). Options: ``activation``, ``pool``."""
     model = LeNet5(num_classes=num_classes, in_channels=in_channels, **kw)
-    if weights is not None:
-        load_weights(model, weights, model_name="lenet5")
-    return model
+    return finish(model, name="lenet5", in_channels=in_channels, weights=weights)

@@ -18,9 +18,8 @@ from torchvision.models._utils import _make_divisible
 
 from cnnkit.blocks import ConvBNAct, DepthwiseSeparableConv
 from cnnkit.errors import CnnkitError
-from cnnkit.models._base import ClassifierMixin
+from cnnkit.models._base import ClassifierMixin, finish
 from cnnkit.models._registry import register_model
-from cnnkit.models._tv import finish
 
 __all__ = ["CONFIG", "MobileNetV1", "mobilenet_v1"]
 

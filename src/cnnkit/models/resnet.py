@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.models._base import ClassifierMixin
+from cnnkit.models._base import ClassifierMixin, finish
 from cnnkit.models._registry import register_model
-from cnnkit.models._tv import finish
 
 _tv = importlib.import_module("torchvision.models.resnet")  # module, not function
 
