@@ -1,8 +1,8 @@
 """The ``cnnkit`` command line: glue only (parse, validate, call one function, print).
 
 Grammar (as in ultralytics): ``cnnkit [TASK] MODE key=value ...``; ``--key value``
-works too, and ``--help`` works at every level. Available now: ``cnnkit models``
-and ``cnnkit summary``.
+works too, and ``--help`` works at every level. Available now: ``cnnkit models``,
+``cnnkit summary`` and ``cnnkit [classify] train | val | predict``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ usage: cnnkit COMMAND [key=value ...]      (--key value works too; --help on any
 commands:
   models    list the model zoo:                    cnnkit models [PATTERN] [details=true]
   summary   layers, shapes, params, MACs:          cnnkit summary MODEL input=HxWxC [explain=true]
+  train     train a classifier, leave a run:       cnnkit train [model=lenet5 data=digits ...]
+  val       score a run on a split:                cnnkit val run=runs/classify/NAME [split=test]
+  predict   classify images with a run:            cnnkit predict run=runs/classify/NAME source=IMG
+
+TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
 
 MODEL is a name from `cnnkit models` or a layer-list file (examples/models/*.yaml).
 Sizes are written as the course does: n_H x n_W x n_C, e.g. input=224x224x3.
@@ -36,13 +41,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 2 on a user mistake.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    from cnnkit.cli import commands
+    from cnnkit.cli import classify, commands
 
-    table = {"models": commands.models, "summary": commands.summary}
+    table = {
+        "models": commands.models,
+        "summary": commands.summary,
+        "train": classify.train,
+        "val": classify.val,
+        "predict": classify.predict,
+    }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
     cmd, rest = argv[0], argv[1:]
+    if cmd == "classify":  # the default task, named
+        if not rest or rest[0] in ("-h", "--help", "help"):
+            print(USAGE, end="")
+            return 0
+        cmd, rest = rest[0], rest[1:]
     try:
         if cmd not in table:
             hits = did_you_mean(cmd, table)

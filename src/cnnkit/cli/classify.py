@@ -1,0 +1,152 @@
+"""``cnnkit [classify] train | val | predict``: parse, validate, call one library function, print."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnkit.cli.args import check_keys, split_args
+from cnnkit.errors import CnnkitError
+
+TRAIN_HELP = """\
+usage: cnnkit train [key=value ...]        (--key value works too)
+       cnnkit train resume=runs/classify/NAME [epochs=N]
+       cnnkit train cfg=runs/classify/NAME/config.yaml [key=value ...]
+
+Train a classifier (default: LeNet-5 on the bundled digits) and leave a run folder
+runs/classify/NAME/ with config.yaml, results.csv, weights/{{last,best}}.safetensors,
+weights/last_state.pt and summary.txt.
+
+settings (default):
+{settings}
+"""
+
+VAL_HELP = """\
+usage: cnnkit val run=runs/classify/NAME [split=test|dev|train_dev|train] [data=DATA]
+       cnnkit val weights=FILE.safetensors data=DATA [split=test]
+
+Score the run's best weights on a split (the same seeded splits as in training).
+"""
+
+PREDICT_HELP = """\
+usage: cnnkit predict run=runs/classify/NAME source=IMAGE_OR_FOLDER [topk=5]
+       cnnkit predict weights=FILE.safetensors source=IMAGE_OR_FOLDER
+
+Classify images with the preprocessing stored in the weights (size, channels,
+mean/std): one line per image with the class, its probability and the top 5.
+"""
+
+
+def _settings_help() -> str:
+    from cnnkit.train.config import TrainConfig
+
+    d = TrainConfig().to_dict()
+    items = [f"{k}={'none' if v is None else v}" for k, v in d.items()]
+    lines, line = [], " "
+    for it in items:
+        if len(line) + len(it) + 2 > 88:
+            lines.append(line)
+            line = " "
+        line += " " + it
+    lines.append(line)
+    return "\n".join(lines) + "\nSee `help(cnnkit.train.TrainConfig)` for what each does."
+
+
+def train(argv: Sequence[str]) -> int:
+    """``cnnkit train key=value ...``."""
+    pos, opts, wants_help = split_args(argv)
+    if wants_help:
+        print(TRAIN_HELP.format(settings=_settings_help()), end="")
+        return 0
+    if pos:
+        raise CnnkitError(
+            f"`cnnkit train` takes key=value settings, got {' '.join(pos)!r}; e.g. model={pos[0]}."
+        )
+    from cnnkit.train import classify
+    from cnnkit.train.config import TrainConfig
+
+    if "resume" in opts:
+        run = opts.pop("resume")
+        if run is True:
+            raise CnnkitError("resume needs the run folder: resume=runs/classify/NAME.")
+        check_keys(opts, TrainConfig.keys(), "train")
+        classify.resume(str(run), **opts)
+        return 0
+    base: dict[str, Any] = {}
+    if "cfg" in opts:
+        import yaml
+
+        path = Path(str(opts.pop("cfg")))
+        if not path.is_file():
+            raise CnnkitError(f"cfg file {str(path)!r} does not exist.")
+        try:
+            base = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CnnkitError(
+                f"cfg file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})."
+            ) from None
+        if not isinstance(base, dict):
+            raise CnnkitError(f"cfg file {str(path)!r} must hold key: value settings.")
+        TrainConfig.from_dict(base, source=str(path))  # unknown keys named with the file
+    check_keys(opts, TrainConfig.keys(), "train")
+    base.update(opts)
+    cfg = TrainConfig.from_dict(base)
+    classify.train(cfg)
+    return 0
+
+
+def val(argv: Sequence[str]) -> int:
+    """``cnnkit val run=... [split=test]``."""
+    pos, opts, wants_help = split_args(argv)
+    if wants_help:
+        print(VAL_HELP, end="")
+        return 0
+    check_keys(opts, ["run", "weights", "split", "data", "batch"], "val")
+    if pos:
+        raise CnnkitError(f"`cnnkit val` takes key=value settings, got {' '.join(pos)!r}.")
+    from cnnkit.train import classify
+
+    split = str(opts.get("split", "test"))
+    s = classify.evaluate(
+        opts.get("run"),
+        weights=opts.get("weights"),
+        split=split,
+        data=opts.get("data"),
+        batch=int(opts.get("batch", 256)),
+    )
+    print(
+        f"{split} accuracy {100 * s['accuracy']:.1f}%  (loss {s['loss']:.3f}, {int(s['n']):,} images)"
+    )
+    return 0
+
+
+def predict(argv: Sequence[str]) -> int:
+    """``cnnkit predict run=... source=...``."""
+    pos, opts, wants_help = split_args(argv)
+    if wants_help:
+        print(PREDICT_HELP, end="")
+        return 0
+    check_keys(opts, ["run", "weights", "source", "topk", "batch"], "predict")
+    if pos and "source" not in opts and len(pos) == 1:
+        opts["source"] = pos[0]
+    elif pos:
+        raise CnnkitError(f"`cnnkit predict` takes key=value settings, got {' '.join(pos)!r}.")
+    if "source" not in opts:
+        raise CnnkitError("`cnnkit predict` needs source=IMAGE_OR_FOLDER.")
+    topk = opts.get("topk", 5)
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise CnnkitError(f"topk must be a positive integer, got {topk!r}.")
+    from cnnkit.train import classify
+
+    preds = classify.predict(
+        opts.get("run"),
+        str(opts["source"]),
+        weights=opts.get("weights"),
+        topk=topk,
+        batch=int(opts.get("batch", 64)),
+    )
+    for p in preds:
+        top = ", ".join(f"{c} {100 * q:.1f}%" for c, q in p.top)
+        print(f"{p.path}: {p.label} {100 * p.prob:.1f}%   top-{len(p.top)}: {top}")
+    return 0

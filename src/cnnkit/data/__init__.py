@@ -1,0 +1,47 @@
+"""Datasets and their splits: ``cnnkit.data.load("digits")`` and friends.
+
+Sources: scikit-learn's bundled digits, MNIST / Fashion-MNIST IDX files, CIFAR python
+batches and ImageFolder directories, all read into memory as uint8 tensors, split
+(stratified, seeded) into train / dev / test and an optional train-dev split, and
+normalized with statistics of the training split only.
+"""
+
+from cnnkit.data.augment import Augment, TensorBatches, epoch_order
+from cnnkit.data.datasets import (
+    Data,
+    DataInfo,
+    ImageSet,
+    Preprocess,
+    channel_stats,
+    default_workers,
+    resize_uint8,
+    seed_worker,
+    stratified_split,
+)
+from cnnkit.data.formats import read_cifar, read_digits, read_idx, read_mnist
+from cnnkit.data.images import decode_image
+from cnnkit.data.sources import DATASETS, default_data_dir, load, resolve_source
+
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "Data",
+    "DataInfo",
+    "ImageSet",
+    "Preprocess",
+    "TensorBatches",
+    "channel_stats",
+    "decode_image",
+    "default_data_dir",
+    "default_workers",
+    "epoch_order",
+    "load",
+    "read_cifar",
+    "read_digits",
+    "read_idx",
+    "read_mnist",
+    "resize_uint8",
+    "resolve_source",
+    "seed_worker",
+    "stratified_split",
+]

@@ -1,0 +1,404 @@
+"""``cnnkit.data.load``: a dataset by name or folder, split into train / dev / test (/ train-dev)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.data.datasets import (
+    Data,
+    DataInfo,
+    ImageSet,
+    Preprocess,
+    channel_stats,
+    resize_uint8,
+    stratified_split,
+)
+from cnnkit.data.formats import find_cifar, find_idx, read_cifar, read_digits, read_mnist
+from cnnkit.data.images import IMAGE_SUFFIXES, decode_image, to_channels
+from cnnkit.errors import CnnkitError, unknown_name
+
+__all__ = ["DATASETS", "load", "resolve_source"]
+
+#: Named datasets: name -> (format, folder name under data_dir, how to get the files)
+DATASETS: dict[str, tuple[str, str]] = {
+    "digits": ("digits", "scikit-learn's bundled 8x8 digits (no files needed)"),
+    "mnist": ("idx", "the four MNIST IDX files (train-images-idx3-ubyte.gz, ...)"),
+    "fashion-mnist": ("idx", "the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...)"),
+    "cifar10": ("cifar", "the extracted cifar-10-batches-py folder"),
+    "cifar100": ("cifar", "the extracted cifar-100-python folder"),
+}
+_SPLIT_DIRS = {
+    "train": "train",
+    "dev": "dev",
+    "val": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "test": "test",
+}
+_MAX_BYTES = 4 * 2**30
+_DIGIT_NAMES = [str(i) for i in range(10)]
+_FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+def default_data_dir() -> Path:
+    """Where named datasets are looked for: ``$CNNKIT_DATA``, else ``./data``."""
+    return Path(os.environ.get("CNNKIT_DATA", "data"))
+
+
+def resolve_source(
+    source: str | os.PathLike, data_dir: str | os.PathLike | None = None
+) -> tuple[str, Path | None]:
+    """Find what a ``data=`` value points at, without reading the images (cheap, for validation).
+
+    Args:
+        source: A dataset name (``"digits"``, ``"mnist"``, ...) or a folder.
+        data_dir: Where named datasets live (default :func:`default_data_dir`).
+
+    Returns:
+        ``(kind, folder)`` with kind ``"digits"``, ``"idx"``, ``"cifar10"``, ``"cifar100"``
+        or ``"folder"``; folder is None for digits and for a named dataset not on disk yet.
+
+    Raises:
+        CnnkitError: For an unknown name or a missing / unrecognised folder.
+    """
+    text = str(source)
+    name = text.lower()
+    if name in DATASETS:
+        if name == "digits":
+            return "digits", None
+        folder = Path(data_dir) if data_dir is not None else default_data_dir()
+        folder = folder / name
+        kind = DATASETS[name][0]
+        if kind == "cifar":
+            kind = name
+        return kind, folder if folder.exists() else None
+    p = Path(text).expanduser()
+    if not p.exists():
+        looks_like_path = os.sep in text or text.startswith(".") or "/" in text
+        if looks_like_path:
+            raise CnnkitError(
+                f"data folder {text!r} does not exist; pass data=digits (bundled), "
+                "mnist, fashion-mnist, cifar10, cifar100, or an existing folder."
+            )
+        raise unknown_name("dataset", text, list(DATASETS), "cnnkit train --help")
+    if not p.is_dir():
+        raise CnnkitError(f"data={text!r} is a file; pass the folder that holds the dataset.")
+    if find_idx(p) is not None:
+        return "idx", p
+    hit = find_cifar(p)
+    if hit is not None:
+        return hit[0], hit[1]
+    subdirs = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not subdirs:
+        raise CnnkitError(
+            f"{text!r} holds no class folders, MNIST IDX files or CIFAR batches; lay images "
+            "out as FOLDER/<class>/*.png (or FOLDER/train/<class>/...)."
+        )
+    return "folder", p
+
+
+def load(
+    source: str | os.PathLike = "digits",
+    *,
+    size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    dev: float | int = 0.1,
+    test: float | int = 0.2,
+    train_dev: float | int = 0.0,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    on_error: str = "raise",
+) -> Data:
+    """Load a dataset into memory, split into train / dev / test (and train-dev).
+
+    Splits are stratified and fixed by ``seed``. A source that has no dev split gets
+    one carved from its training images; a source with a single pool of images
+    (digits, a flat ImageFolder) also gets its test split carved first. Normalization
+    statistics (mean/std per channel) come from the final training split only.
+
+    Args:
+        source: ``"digits"`` (bundled), ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
+            ``"cifar100"`` (files in ``data_dir/<name>``), or a folder: MNIST IDX files,
+            CIFAR batches, or images as ``root/<class>/*`` or ``root/{train,dev,test}/<class>/*``.
+        size: ``(n_H, n_W)`` (or one int) to resize to; None keeps the source's size.
+        channels: 1 or 3; None keeps the source's (grey sources give 1).
+        dev: Dev split when carved: a fraction of the pool it is carved from, or a count.
+        test: Test split when carved (single-pool sources only), same units.
+        train_dev: Train-dev split carved from train (0 for none): same distribution as
+            train, never trained on; for the data-mismatch diagnosis.
+        seed: Seed of the splits.
+        data_dir: Folder of named datasets (default ``$CNNKIT_DATA`` or ``./data``).
+        download: Download a named dataset through torchvision when it is missing.
+        on_error: ``"raise"`` (an undecodable image stops with its path) or ``"skip"``
+            (left out and counted in ``info.skipped``).
+
+    Returns:
+        :class:`Data` with ``train``, ``dev``, ``test``, ``train_dev`` and ``info``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise unknown_name("on_error", str(on_error), ["raise", "skip"])
+    if channels not in (None, 1, 3):
+        raise CnnkitError(f"channels must be 1 or 3, got {channels!r}.")
+    if isinstance(size, int):
+        size = (size, size)
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise CnnkitError(f"size must be a positive int or (n_H, n_W), got {size!r}.")
+    kind, folder = resolve_source(source, data_dir)
+    name = str(source).lower() if str(source).lower() in DATASETS else Path(str(source)).name
+    skipped: list[str] = []
+    ids: dict[str, list[str]] | None = None
+    if kind == "digits":
+        x, y = read_digits()
+        pools = {"all": (x, y)}
+        classes = list(_DIGIT_NAMES)
+        where = "sklearn.datasets.load_digits"
+    elif kind == "folder":
+        assert folder is not None
+        pools, classes, ids, skipped = _read_image_folder(folder, channels, on_error)
+        where = str(folder)
+    else:
+        if folder is None:
+            folder = _download_or_explain(name, kind, data_dir, download)
+        if kind == "idx":
+            pools = read_mnist(folder)
+            classes = _FASHION if "fashion" in name else list(_DIGIT_NAMES)
+        else:
+            pools, classes = read_cifar(folder, kind)
+        where = str(folder)
+    return _build(
+        name, pools, classes, ids, where, skipped, size, channels, dev, test, train_dev, seed
+    )
+
+
+def _download_or_explain(name: str, kind: str, data_dir: Any, download: bool) -> Path:
+    root = (Path(data_dir) if data_dir is not None else default_data_dir()) / name
+    what = DATASETS[name][1]
+    if not download:
+        raise CnnkitError(
+            f"{name} is not on disk: put {what} in {str(root)!r} (or pass data=FOLDER), or "
+            "pass download=true when this machine is online."
+        )
+    import torchvision.datasets as tvd
+
+    cls = {
+        "mnist": tvd.MNIST,
+        "fashion-mnist": tvd.FashionMNIST,
+        "cifar10": tvd.CIFAR10,
+        "cifar100": tvd.CIFAR100,
+    }[name]
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as e:  # no network, proxy, ...
+        raise CnnkitError(
+            f"cannot download {name} ({type(e).__name__}); put {what} in {str(root)!r} by hand."
+        ) from None
+    return root
+
+
+def _read_image_folder(
+    root: Path, channels: int | None, on_error: str
+) -> tuple[dict, list[str], dict[str, list[str]], list[str]]:
+    subdirs = {
+        d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+    }
+    split_dirs = {d: _SPLIT_DIRS[d.lower()] for d in subdirs if d.lower() in _SPLIT_DIRS}
+    if split_dirs:
+        if "train" not in split_dirs.values():
+            raise CnnkitError(
+                f"{str(root)!r} has {sorted(split_dirs)} folders but no train/; add train/<class>/... ."
+            )
+        layout = {split: subdirs[d] for d, split in split_dirs.items()}
+    else:
+        layout = {"all": root}
+    base = layout.get("train", layout.get("all"))
+    assert base is not None
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise CnnkitError(
+            f"{str(base)!r} has no class folders; lay images out as {base}/<class>/*.png."
+        )
+    files: dict[str, list[tuple[Path, int]]] = {}
+    for split, folder in layout.items():
+        here = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        extra = [c for c in here if c not in classes]
+        if extra:
+            raise CnnkitError(
+                f"{str(folder)!r} has class folders {extra} that {str(base)!r} lacks; every "
+                "split must use the training classes."
+            )
+        found = []
+        for ci, c in enumerate(classes):
+            cdir = folder / c
+            if not cdir.is_dir():
+                continue
+            for dirpath, dirnames, fnames in os.walk(cdir):
+                dirnames.sort()
+                for f in sorted(fnames):
+                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."):
+                        found.append((Path(dirpath) / f, ci))
+        files[split] = found
+    empty = [
+        c
+        for ci, c in enumerate(classes)
+        if not any(lab == ci for _, lab in files.get("train", files.get("all", [])))
+    ]
+    if empty:
+        raise CnnkitError(
+            f"class folder(s) {empty} in {str(base)!r} hold no images (.png, .jpg, ...)."
+        )
+    if channels is None:
+        channels = _guess_channels([p for p, _ in next(iter(files.values()))[:64]])
+    pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ids: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    sizes = Counter()
+    for split, found in files.items():
+        arrays, labels, names = [], [], []
+        for path, label in found:
+            try:
+                a = decode_image(path, channels)
+            except CnnkitError:
+                if on_error == "raise":
+                    raise
+                skipped.append(str(path))
+                continue
+            arrays.append(a)
+            labels.append(label)
+            names.append(str(path))
+            sizes[a.shape[:2]] += 1
+        pools[split] = (arrays, np.asarray(labels, dtype=np.int64))  # type: ignore[assignment]
+        ids[split] = names
+    if not sizes:
+        raise CnnkitError(f"no image in {str(root)!r} could be decoded.")
+    common = sizes.most_common(1)[0][0]
+    for split, (arrays, labels) in list(pools.items()):
+        same = [a if a.shape[:2] == common else _resize_np(a, common) for a in arrays]
+        h, w = common
+        pools[split] = (np.stack(same) if same else np.zeros((0, h, w, channels), np.uint8), labels)
+    return pools, classes, ids, skipped
+
+
+def _resize_np(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(a).permute(2, 0, 1)[None]  # (H, W, C) -> (1, C, H, W)
+    return resize_uint8(t, size)[0].permute(1, 2, 0).numpy()  # -> (H, W, C)
+
+
+def _guess_channels(paths: list[Path]) -> int:
+    from PIL import Image
+
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                    return 3
+        except Exception:  # decoded (and reported) later
+            continue
+    return 1
+
+
+def _build(
+    name: str,
+    pools: dict,
+    classes: list[str],
+    ids: dict[str, list[str]] | None,
+    where: str,
+    skipped: list[str],
+    size: tuple[int, int] | None,
+    channels: int | None,
+    dev: float | int,
+    test: float | int,
+    train_dev: float | int,
+    seed: int,
+) -> Data:
+    native = tuple(next(iter(pools.values()))[0].shape[1:3])
+    want_c = channels or next(iter(pools.values()))[0].shape[-1]
+    target = tuple(size) if size is not None else native
+    tensors: dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]] = {}
+    for split, (x, y) in pools.items():
+        n_bytes = len(x) * target[0] * target[1] * want_c
+        if n_bytes > _MAX_BYTES:
+            raise CnnkitError(
+                f"{name} at {target[0]}x{target[1]}x{want_c} needs {n_bytes / 2**30:.1f} GiB in "
+                "memory; pass a smaller size=."
+            )
+        x = to_channels(x, want_c)
+        t = (
+            torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+        )  # (N,H,W,C) -> (N,C,H,W)
+        t = resize_uint8(t, target)
+        names = ids[split] if ids is not None else [f"{split}/{i}" for i in range(len(y))]
+        tensors[split] = (t, torch.as_tensor(y, dtype=torch.long), names)
+    how: dict[str, str] = {}
+    if "all" in tensors:
+        x, y, names = tensors.pop("all")
+        parts = stratified_split(y.numpy(), {"test": test, "dev": dev}, seed)
+        for k in ("test", "dev"):
+            tensors[k] = _take(x, y, names, parts[k])
+            how[k] = f"carved from the source ({len(parts[k])} images, stratified, seed {seed})"
+        tensors["train"] = _take(x, y, names, parts["rest"])
+    elif "dev" not in tensors:
+        x, y, names = tensors["train"]
+        want = {"dev": dev} if "test" in tensors else {"test": test, "dev": dev}
+        parts = stratified_split(y.numpy(), want, seed)
+        for k in want:
+            tensors[k] = _take(x, y, names, parts[k])
+            how[k] = f"carved from train ({len(parts[k])} images, stratified, seed {seed})"
+        tensors["train"] = _take(x, y, names, parts["rest"])
+    if train_dev:
+        x, y, names = tensors["train"]
+        parts = stratified_split(y.numpy(), {"train_dev": train_dev}, seed + 1)
+        tensors["train_dev"] = _take(x, y, names, parts["train_dev"])
+        tensors["train"] = _take(x, y, names, parts["rest"])
+        how["train_dev"] = f"carved from train ({len(parts['train_dev'])} images, never trained on)"
+    for k in tensors:
+        how.setdefault(k, "source")
+    xtr = tensors["train"][0]
+    if len(xtr) == 0:
+        raise CnnkitError(
+            f"{name} leaves no training images after the splits; use smaller dev/test fractions."
+        )
+    mean, std = channel_stats(xtr)
+    pre = Preprocess(
+        size=(int(target[0]), int(target[1])), channels=int(want_c), mean=mean, std=std
+    )
+    sets = {k: ImageSet(x, y, pre, k, names) for k, (x, y, names) in tensors.items()}
+    info = DataInfo(
+        name=name,
+        classes=list(classes),
+        preprocess=pre,
+        native_size=(int(native[0]), int(native[1])),
+        source=where,
+        skipped=skipped,
+        splits_from=how,
+    )
+    return Data(
+        train=sets["train"],
+        dev=sets.get("dev") if sets.get("dev") is not None and len(sets["dev"]) else None,
+        test=sets.get("test") if sets.get("test") is not None and len(sets["test"]) else None,
+        info=info,
+        train_dev=sets.get("train_dev"),
+    )
+
+
+def _take(x: torch.Tensor, y: torch.Tensor, names: list[str], idx: np.ndarray):
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return x[t], y[t], [names[i] for i in idx]

@@ -1,0 +1,492 @@
+"""The classify job: data + model + ``fit`` + a run folder; and ``evaluate`` / ``predict`` on a run.
+
+``cnnkit train``, ``cnnkit val`` and ``cnnkit predict`` call these functions, and so
+can Python users::
+
+    result = cnnkit.train.classify.train(TrainConfig(model="lenet5", data="digits"))
+    cnnkit.evaluate("runs/classify/train", split="test")
+    cnnkit.predict("runs/classify/train", "digit.png")
+
+A run folder ``runs/classify/<name>/`` holds ``config.yaml`` (every resolved setting;
+``cnnkit train cfg=.../config.yaml`` repeats the run), ``results.csv`` (one row per
+epoch), ``weights/last.safetensors``, ``weights/best.safetensors``,
+``weights/last_state.pt`` (the training state) and ``summary.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.data import Data, Preprocess, load, resolve_source
+from cnnkit.data.images import IMAGE_SUFFIXES
+from cnnkit.errors import CnnkitError
+from cnnkit.train.checkpoint import atomic_write, load_weights_file
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.loop import FitResult, evaluate_model, fit, resolve_epochs
+from cnnkit.train.tasks import Classification
+
+__all__ = [
+    "Prediction",
+    "RunResult",
+    "evaluate",
+    "load_run_model",
+    "predict",
+    "prepare",
+    "train",
+]
+
+_RESUME_KEYS = {"epochs", "verbose", "save_every", "workers", "patience", "resume"}
+_NATIVE = {"digits": (8, 8), "idx": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32)}
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: The run folder.
+        fit: The trainer's result (model with the best weights, history).
+        scores: Final scores per split, e.g. ``{"test": {"loss":..., "accuracy":..., "n":...}}``.
+        data: The loaded data (splits and info).
+        notes: Decisions cnnkit took (input size, epochs) and why.
+    """
+
+    run_dir: Path
+    fit: FitResult
+    scores: dict[str, dict[str, float]]
+    data: Data
+    notes: list[str] = field(default_factory=list)
+
+
+def _next_run_dir(cfg: TrainConfig) -> Path:
+    root = Path(cfg.project) / "classify"
+    base = cfg.name or "train"
+    cand = root / base
+    if cfg.exist_ok or not cand.exists():
+        return cand
+    i = 2
+    while (root / f"{base}{i}").exists():
+        i += 1
+    return root / f"{base}{i}"
+
+
+def _native_size(kind: str, folder: Path | None) -> tuple[int, int] | None:
+    if kind in _NATIVE:
+        return _NATIVE[kind]
+    if folder is None:
+        return None
+    from PIL import Image
+
+    sizes: Counter = Counter()
+    for p in sorted(folder.rglob("*"))[:5000]:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                with Image.open(p) as im:
+                    sizes[(im.height, im.width)] += 1
+            except Exception:  # reported when decoded
+                continue
+            if sum(sizes.values()) >= 64:
+                break
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def _accepts(model: nn.Module, size: tuple[int, int], channels: int) -> bool:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, *size))
+        return True
+    except Exception:  # any failure means "not this size"
+        return False
+    finally:
+        model.train(was)
+
+
+def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
+    """Check the settings, load the data and build the model (no training).
+
+    Cheap checks come first (settings, model name, data path), so a mistake is
+    reported before any data is read.
+
+    Args:
+        cfg: Settings.
+
+    Returns:
+        ``(data, model, notes)``.
+    """
+    from cnnkit.models import create, get_model_info
+
+    cfg.validate()
+    is_yaml = str(cfg.model).endswith((".yaml", ".yml"))
+    info = None if is_yaml else get_model_info(cfg.model)
+    if is_yaml and not Path(cfg.model).is_file():
+        raise CnnkitError(f"model file {cfg.model!r} does not exist.")
+    kind, folder = resolve_source(cfg.data, cfg.data_dir)
+    notes: list[str] = []
+    size = cfg.size
+    if isinstance(size, int):
+        size = (size, size)
+    channels_guess = (
+        3 if kind in ("cifar10", "cifar100") else 1 if kind in ("digits", "idx") else None
+    )
+    if size is None:
+        native = _native_size(kind, folder)
+        c = channels_guess or (info.input_size[-1] if info else 3)
+        torch.manual_seed(cfg.seed)
+        probe = create(cfg.model, in_channels=c) if info else create(cfg.model)
+        if native is not None and _accepts(probe, native, c):
+            size = native
+            notes.append(
+                f"input {native[0]}x{native[1]} (the data's own size; the model accepts it)"
+            )
+        elif info is not None:
+            size = info.input_size[:2]
+            why = f"the data's {native[0]}x{native[1]} does not fit it" if native else "its default"
+            notes.append(
+                f"input {size[0]}x{size[1]}: {cfg.model}'s input size ({why}); images are resized"
+            )
+        else:
+            size = getattr(probe, "input_size", None)
+            size = tuple(size[:2]) if size else native
+    data = load(
+        cfg.data,
+        size=size,
+        dev=cfg.dev,
+        test=cfg.test,
+        train_dev=cfg.train_dev,
+        seed=cfg.seed,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        on_error=cfg.on_error,
+    )
+    if data.info.skipped:
+        notes.append(
+            f"skipped {len(data.info.skipped)} undecodable image(s) (on_error=skip), e.g. {data.info.skipped[0]}"
+        )
+    K = data.info.num_classes
+    outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
+    torch.manual_seed(cfg.seed)
+    model = create(cfg.model, num_classes=outputs, in_channels=data.info.preprocess.channels)
+    if outputs == 1:
+        notes.append(
+            "two classes: one sigmoid output with the logistic loss (loss=ce for a 2-way softmax)"
+        )
+    return data, model, notes
+
+
+def _meta(cfg: TrainConfig, data: Data, model: nn.Module) -> dict[str, Any]:
+    out_features = _out_features(model, data)
+    return {
+        "task": "classify",
+        "model": str(cfg.model),
+        "num_outputs": out_features,
+        "in_channels": data.info.preprocess.channels,
+        "preprocess": data.info.preprocess.to_dict(),
+        "classes": data.info.classes,
+        "data": str(cfg.data),
+    }
+
+
+def _out_features(model: nn.Module, data: Data) -> int:
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        return int(get().out_features)
+    return 1 if data.info.num_classes == 2 else data.info.num_classes
+
+
+def _score_line(split: str, s: Mapping[str, float]) -> str:
+    return f"{split} accuracy {100 * s['accuracy']:.1f}%  (loss {s['loss']:.3f}, {int(s['n']):,} images)"
+
+
+def train(cfg: TrainConfig | None = None, **settings: Any) -> RunResult:
+    """Train a classifier and leave a run folder (the ``cnnkit train`` command).
+
+    Args:
+        cfg: Settings (default :class:`TrainConfig`: LeNet-5 on the bundled digits).
+        **settings: Single settings overriding ``cfg``.
+
+    Returns:
+        A :class:`RunResult`; the model holds the best weights.
+    """
+    base = (cfg or TrainConfig()).to_dict()
+    base.update(settings)
+    cfg = TrainConfig.from_dict(base)
+    data, model, notes = prepare(cfg)
+    run = _next_run_dir(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    steps = -(-len(data.train) // cfg.batch)
+    resolved = cfg.to_dict()
+    resolved["epochs"], _ = resolve_epochs(cfg, steps)
+    resolved["size"] = list(data.info.preprocess.size)
+    resolved["name"] = run.name
+    atomic_write(
+        run / "config.yaml", lambda f: f.write(yaml.safe_dump(resolved, sort_keys=False).encode())
+    )
+    return _fit_and_report(cfg, data, model, run, notes, resume=False)
+
+
+def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
+    """Continue an interrupted run exactly where it stopped (``cnnkit train resume=RUN``).
+
+    Args:
+        run_dir: The run folder.
+        **settings: Only ``epochs`` (re-plans the schedule), ``patience``, ``verbose``,
+            ``save_every`` and ``workers`` may change.
+
+    Returns:
+        A :class:`RunResult`.
+    """
+    import yaml
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise CnnkitError(
+            f"{str(run)!r} is not a run folder (no config.yaml); pass resume=runs/classify/NAME."
+        )
+    bad = sorted(set(settings) - _RESUME_KEYS)
+    if bad:
+        raise CnnkitError(
+            f"cannot change {', '.join(bad)} when resuming (the run would not be the same run); "
+            "start a new run with cfg=" + str(run / "config.yaml") + " instead."
+        )
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved.update({k: v for k, v in settings.items() if k != "resume"})
+    saved["exist_ok"] = True
+    cfg = TrainConfig.from_dict(saved, source=str(run / "config.yaml"))
+    data, model, notes = prepare(cfg)
+    return _fit_and_report(cfg, data, model, run, notes, resume=True)
+
+
+def _fit_and_report(
+    cfg: TrainConfig, data: Data, model: nn.Module, run: Path, notes: list[str], *, resume: bool
+) -> RunResult:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    say = (lambda s: console.print(s, markup=False)) if cfg.verbose else (lambda s: None)
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits().items())
+    say(
+        f"{'resuming' if resume else 'training'} {cfg.model} on {data.info.name} ({sizes} images) -> {run}"
+    )
+    for n in notes:
+        say(n)
+    result = fit(
+        model,
+        data.train,
+        data.dev,
+        config=cfg,
+        run_dir=run,
+        resume=resume,
+        meta=_meta(cfg, data, model),
+    )
+    scores: dict[str, dict[str, float]] = {}
+    task = Classification(cfg.loss, cfg.label_smoothing)
+    for split in ("train_dev", "dev", "test"):
+        ds = getattr(data, split)
+        if ds is not None:
+            scores[split] = evaluate_model(result.model, ds, task=task)
+    lines = []
+    if result.best_epoch is not None:
+        lines.append(
+            f"best weights: epoch {result.best_epoch} of {result.epochs} ({result.monitor} {result.best:.4g})"
+        )
+    lines += [_score_line(k, v) for k, v in scores.items()]
+    text = "\n".join(lines) + "\n"
+    atomic_write(run / "summary.txt", lambda f: f.write(text.encode()))
+    for line in lines:
+        say(line)
+    say(f"run saved in {run}/ (cnnkit val run={run}; cnnkit predict run={run} source=IMAGE)")
+    return RunResult(run_dir=run, fit=result, scores=scores, data=data, notes=notes + result.notes)
+
+
+def load_run_model(
+    run: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a run folder (best weights) or a cnnkit weights file.
+
+    Args:
+        run: Run folder (uses ``weights/best.safetensors``, else ``last``).
+        weights: A ``.safetensors`` file written by cnnkit.
+
+    Returns:
+        ``(model in eval mode, metadata)`` with ``preprocess`` and ``classes`` in the metadata.
+    """
+    from cnnkit.models import create
+
+    if (run is None) == (weights is None):
+        raise CnnkitError("pass exactly one of run=runs/classify/NAME or weights=FILE.safetensors.")
+    if run is not None:
+        r = Path(run)
+        if not r.is_dir():
+            raise CnnkitError(f"run folder {str(r)!r} does not exist; runs are in runs/classify/.")
+        path = r / "weights" / "best.safetensors"
+        if not path.is_file():
+            path = r / "weights" / "last.safetensors"
+    else:
+        path = Path(weights)  # type: ignore[arg-type]
+        if path.suffix != ".safetensors":
+            raise CnnkitError(f"weights={str(path)!r}: pass a .safetensors file written by cnnkit.")
+    state, meta = load_weights_file(path)
+    if meta.get("task") != "classify" or "preprocess" not in meta:
+        raise CnnkitError(
+            f"{str(path)!r} has no cnnkit metadata (model, preprocessing, classes); use a file from "
+            "a cnnkit run, or build the model with cnnkit.models.create(..., weights=FILE)."
+        )
+    model = create(
+        meta["model"], num_classes=int(meta["num_outputs"]), in_channels=int(meta["in_channels"])
+    )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CnnkitError(
+            f"{str(path)!r} does not fit {meta['model']} ({str(e).splitlines()[0]})."
+        ) from None
+    model.eval()
+    meta["weights_file"] = str(path)
+    return model, meta
+
+
+def evaluate(
+    run: str | os.PathLike | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    split: str = "test",
+    data: str | None = None,
+    batch: int = 256,
+) -> dict[str, float]:
+    """Score a trained classifier on a split of its data (``cnnkit val``).
+
+    The run's ``config.yaml`` rebuilds the same splits (same seed); ``data=`` evaluates
+    on another source with the run's preprocessing instead.
+
+    Args:
+        run: Run folder.
+        weights: Or a cnnkit ``.safetensors`` file (then ``data=`` is needed).
+        split: ``test``, ``dev``, ``train_dev`` or ``train``.
+        data: Another dataset or folder.
+        batch: Batch size.
+
+    Returns:
+        ``{"loss", "accuracy", "n"}``.
+    """
+    import yaml
+
+    model, meta = load_run_model(run, weights)
+    pre = Preprocess.from_dict(meta["preprocess"])
+    if data is None and run is not None:
+        cfg = TrainConfig.from_dict(yaml.safe_load((Path(run) / "config.yaml").read_text()))
+        d = load(
+            cfg.data,
+            size=pre.size,
+            dev=cfg.dev,
+            test=cfg.test,
+            train_dev=cfg.train_dev,
+            seed=cfg.seed,
+            data_dir=cfg.data_dir,
+            on_error=cfg.on_error,
+        )
+    elif data is not None:
+        d = load(data, size=pre.size, channels=pre.channels)
+    else:
+        raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
+    if split not in ("test", "dev", "train_dev", "train"):
+        from cnnkit.errors import unknown_name
+
+        raise unknown_name("split", split, ["test", "dev", "train_dev", "train"])
+    ds = getattr(d, split)
+    if ds is None:
+        raise CnnkitError(f"the data has no {split} split; pass split=dev or split=test.")
+    if d.info.classes != list(meta["classes"]):
+        raise CnnkitError(
+            f"the data's classes {d.info.classes[:5]}... differ from the model's {meta['classes'][:5]}...."
+        )
+    ds.preprocess = pre  # the weights' normalization, not the re-split's
+    return evaluate_model(model, ds, batch=batch)
+
+
+@dataclass
+class Prediction:
+    """One image's prediction.
+
+    Attributes:
+        path: The image file.
+        label: Predicted class name.
+        prob: Its probability.
+        top: Up to 5 ``(class, probability)`` pairs, best first.
+    """
+
+    path: str
+    label: str
+    prob: float
+    top: list[tuple[str, float]]
+
+
+def predict(
+    run: str | os.PathLike | None = None,
+    source: str | os.PathLike | Sequence[str | os.PathLike] = "",
+    *,
+    weights: str | os.PathLike | None = None,
+    batch: int = 64,
+    topk: int = 5,
+) -> list[Prediction]:
+    """Classify image files with the preprocessing stored in the weights (``cnnkit predict``).
+
+    Args:
+        run: Run folder.
+        source: An image, a folder of images (searched recursively) or a list of files.
+        weights: Or a cnnkit ``.safetensors`` file.
+        batch: Images per forward pass.
+        topk: Classes listed per image.
+
+    Returns:
+        One :class:`Prediction` per image, in file order.
+    """
+    from cnnkit.data.images import IMAGE_SUFFIXES
+
+    model, meta = load_run_model(run, weights)
+    pre = Preprocess.from_dict(meta["preprocess"])
+    classes = list(meta["classes"])
+    if isinstance(source, (list, tuple)):
+        files = [Path(s) for s in source]
+    else:
+        src = Path(source)
+        if not str(source) or not src.exists():
+            raise CnnkitError(
+                f"source={str(source)!r} does not exist; pass an image file or a folder of images."
+            )
+        files = (
+            sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if src.is_dir()
+            else [src]
+        )
+        if not files:
+            raise CnnkitError(f"no images (.png, .jpg, ...) in {str(src)!r}.")
+    out: list[Prediction] = []
+    with torch.no_grad():
+        for i in range(0, len(files), batch):
+            chunk = files[i : i + batch]
+            logits = model(pre.load_files(chunk))
+            if logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
+                p1 = torch.sigmoid(logits[:, 0])
+                probs = torch.stack([1 - p1, p1], 1)  # (B,) -> (B, 2)
+            else:
+                probs = logits.softmax(1)
+            k = min(topk, probs.shape[1])
+            vals, idx = probs.topk(k, dim=1)
+            for f, v, ix in zip(chunk, vals.tolist(), idx.tolist()):
+                top = [(classes[j], float(p)) for j, p in zip(ix, v)]
+                out.append(Prediction(str(f), top[0][0], top[0][1], top))
+    return out

@@ -1,0 +1,312 @@
+"""Every training setting and its default, in one place, with validation.
+
+The command line, ``config.yaml`` in each run and ``cnnkit.train.fit`` all use these
+names; hyperparameters are named as in the course (``lr`` is alpha, ``beta1``,
+``beta2``, ``eps``, ``weight_decay`` / ``l2`` is lambda, ``momentum`` is beta).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "lr_factor"]
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "inverse", "cosine", "onecycle")
+LOSSES = ("auto", "ce", "bce")
+
+
+@dataclass
+class TrainConfig:
+    """All settings of a training run (the defaults are cnnkit's recipe).
+
+    Attributes:
+        model: Zoo name or layer-list YAML (``cnnkit models``).
+        data: ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` or a folder.
+        epochs: Passes over the training set; ``"auto"`` picks about ``auto_steps``
+            optimizer steps, at least 3 and at most 60 epochs.
+        batch: Mini-batch size ``m``.
+        optimizer: ``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adam``, ``adamw``.
+        lr: Learning rate alpha (the peak after warmup).
+        momentum: beta of momentum (None: 0.9 for momentum/nesterov, 0 otherwise).
+        beta1: Adam's first-moment decay.
+        beta2: Adam's second-moment decay; RMSprop's decay (None: 0.999 Adam, 0.99 RMSprop).
+        eps: epsilon in Adam / RMSprop denominators.
+        weight_decay: PyTorch's weight decay (None: 0.01 for AdamW, else 0).
+        l2: The course's L2 regularization lambda: adds ``lambda/(2m) * sum ||W||^2``
+            over conv / FC weights to each mini-batch's cost.
+        schedule: ``constant``, ``step``, ``exponential`` (``decay_rate**epoch * lr``),
+            ``inverse`` (``lr / (1 + decay_rate * epoch)``), ``cosine``, ``onecycle``.
+        decay_rate: Per-schedule constant (None: 0.1 step, 0.95 exponential, 1.0 inverse).
+        step_size: Epochs between drops of the ``step`` schedule.
+        warmup_epochs: Linear warmup from 0 to ``lr`` over this many epochs (fractions allowed).
+        loss: ``auto`` (softmax cross-entropy for classes; sigmoid logistic loss for two
+            classes or multi-hot labels), ``ce`` or ``bce``.
+        label_smoothing: Cross-entropy label smoothing.
+        patience: Early stopping: epochs without dev improvement before stopping (0: off).
+        monitor: Metric for early stopping and best weights (``dev_accuracy``, ``dev_loss``, ...).
+        clip_grad: Clip the gradient's global L2 norm to this (0: off).
+        degrees: Augmentation: random rotation range.
+        translate: Augmentation: random shift, fraction of the size.
+        scale: Augmentation: random zoom range.
+        fliplr: Augmentation: probability of a mirror (0 for digits and text).
+        size: Input ``n_H`` (int or ``[n_H, n_W]``); None: the model's when it needs one,
+            else the data's.
+        dev: Dev split carved from train when the source has none (fraction or count).
+        test: Test split carved when the source has only one pool (fraction or count).
+        train_dev: Train-dev split carved from train (0: none).
+        data_dir: Folder of named datasets (None: ``$CNNKIT_DATA`` or ``./data``).
+        download: Download a named dataset when missing (needs network).
+        on_error: ``raise`` or ``skip`` undecodable images.
+        seed: Seed of splits, initialization, order and augmentation.
+        deterministic: Use only deterministic kernels (bitwise-repeatable on CPU).
+        workers: DataLoader workers for generic datasets (None: one per spare core).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        save_every: Also checkpoint every this many steps inside an epoch (0: epoch ends only).
+        project: Folder of runs (runs land in ``project/classify/name``).
+        name: Run name (None: ``train``, ``train2``, ...).
+        exist_ok: Reuse an existing run folder of the same name.
+        auto_steps: Optimizer steps that ``epochs=auto`` aims for.
+    """
+
+    model: str = "lenet5"
+    data: str = "digits"
+    epochs: int | str = "auto"
+    batch: int = 32
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    momentum: float | None = None
+    beta1: float = 0.9
+    beta2: float | None = None
+    eps: float = 1e-8
+    weight_decay: float | None = None
+    l2: float = 0.0
+    schedule: str = "cosine"
+    decay_rate: float | None = None
+    step_size: int = 10
+    warmup_epochs: float = 1.0
+    loss: str = "auto"
+    label_smoothing: float = 0.1
+    patience: int = 0
+    monitor: str = "dev_loss"
+    clip_grad: float = 0.0
+    degrees: float = 10.0
+    translate: float = 0.1
+    scale: float = 0.1
+    fliplr: float = 0.0
+    size: Any = None
+    dev: float | int = 0.1
+    test: float | int = 0.2
+    train_dev: float | int = 0.0
+    data_dir: str | None = None
+    download: bool = False
+    on_error: str = "raise"
+    seed: int = 0
+    deterministic: bool = False
+    workers: int | None = None
+    verbose: int = 1
+    save_every: int = 0
+    project: str = "runs"
+    name: str | None = None
+    exist_ok: bool = False
+    auto_steps: int = 1500
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """All setting names."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "settings") -> TrainConfig:
+        """Build from a dict, refusing unknown keys with a close-match suggestion.
+
+        Args:
+            d: Settings.
+            source: Where they came from, for the message.
+
+        Returns:
+            The validated config.
+        """
+        known = cls.keys()
+        for k in d:
+            if k not in known:
+                hits = did_you_mean(k, known)
+                hint = f"did you mean {hits[0]}=?" if hits else "see `cnnkit train --help`."
+                raise CnnkitError(f"unknown setting {k!r} in {source}: {hint}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types, for ``config.yaml``."""
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Check every value; raise one sentence naming the setting and the fix."""
+
+        def num(
+            key: str,
+            *,
+            low: float | None = None,
+            low_open: bool = False,
+            high: float | None = None,
+            integer: bool = False,
+            allow_none: bool = False,
+        ) -> None:
+            v = getattr(self, key)
+            if v is None and allow_none:
+                return
+            ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+            if (
+                isinstance(v, bool)
+                or not ok_type
+                or (isinstance(v, float) and not math.isfinite(v))
+            ):
+                kind = "an integer" if integer else "a number"
+                raise CnnkitError(f"{key} must be {kind}, got {v!r}.")
+            if low is not None and (v <= low if low_open else v < low):
+                rel = ">" if low_open else ">="
+                raise CnnkitError(
+                    f"{key} must be {rel} {low:g}, got {v!r}; e.g. {key}={_example(key)}."
+                )
+            if high is not None and v > high:
+                raise CnnkitError(f"{key} must be <= {high:g}, got {v!r}.")
+
+        if self.epochs != "auto":
+            num("epochs", low=1, integer=True)
+        num("batch", low=1, integer=True)
+        num("lr", low=0, low_open=True)
+        num("momentum", low=0, high=1, allow_none=True)
+        num("beta1", low=0, high=1)
+        if isinstance(self.beta1, (int, float)) and self.beta1 >= 1:
+            raise CnnkitError(f"beta1 must be < 1, got {self.beta1!r}; e.g. beta1=0.9.")
+        num("beta2", low=0, high=1, allow_none=True)
+        if isinstance(self.beta2, (int, float)) and self.beta2 >= 1:
+            raise CnnkitError(f"beta2 must be < 1, got {self.beta2!r}; e.g. beta2=0.999.")
+        num("eps", low=0, low_open=True)
+        num("weight_decay", low=0, allow_none=True)
+        num("l2", low=0)
+        num("decay_rate", low=0, low_open=True, allow_none=True)
+        num("step_size", low=1, integer=True)
+        num("warmup_epochs", low=0)
+        num("label_smoothing", low=0, high=1)
+        num("patience", low=0, integer=True)
+        num("clip_grad", low=0)
+        num("seed", low=0, integer=True)
+        num("verbose", low=0, high=2, integer=True)
+        num("save_every", low=0, integer=True)
+        num("workers", low=0, integer=True, allow_none=True)
+        num("auto_steps", low=1, integer=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", str(self.optimizer), OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise unknown_name("schedule", str(self.schedule), SCHEDULES)
+        if self.loss not in LOSSES:
+            raise unknown_name("loss", str(self.loss), LOSSES)
+        if self.on_error not in ("raise", "skip"):
+            raise unknown_name("on_error", str(self.on_error), ["raise", "skip"])
+        if not isinstance(self.monitor, str) or not self.monitor.startswith(("dev_", "train_")):
+            raise CnnkitError(
+                f"monitor must name a logged metric such as dev_accuracy or dev_loss, got {self.monitor!r}."
+            )
+        for key in ("degrees", "translate", "scale", "fliplr"):
+            num(key, low=0)
+        if self.size is not None:
+            s = self.size
+            if isinstance(s, int) and not isinstance(s, bool):
+                s = [s, s]
+            if not (
+                isinstance(s, (list, tuple))
+                and len(s) == 2
+                and all(isinstance(v, int) and v >= 1 for v in s)
+            ):
+                raise CnnkitError(
+                    f"size must be a positive int or [n_H, n_W], got {self.size!r}; e.g. size=32."
+                )
+
+    def resolved(self, key: str) -> Any:
+        """A setting whose None default depends on others (momentum, beta2, weight_decay, decay_rate)."""
+        v = getattr(self, key)
+        if v is not None:
+            return v
+        if key == "momentum":
+            return 0.9 if self.optimizer in ("momentum", "nesterov") else 0.0
+        if key == "beta2":
+            return 0.99 if self.optimizer == "rmsprop" else 0.999
+        if key == "weight_decay":
+            return 0.01 if self.optimizer == "adamw" else 0.0
+        if key == "decay_rate":
+            return {"step": 0.1, "exponential": 0.95, "inverse": 1.0}.get(self.schedule, 1.0)
+        return v
+
+
+def _example(key: str) -> str:
+    return {"lr": "0.001", "epochs": "10", "batch": "32"}.get(key, "1")
+
+
+def lr_factor(
+    schedule: str,
+    step: int,
+    steps_per_epoch: int,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    decay_rate: float = 1.0,
+    step_size: int = 10,
+) -> float:
+    """The learning rate at a global step, as a fraction of the peak ``lr``.
+
+    A pure function of the step: a resumed run gets the exact rate it would have had,
+    and extending ``epochs`` re-plans the schedule. ``epoch`` in the course's formulas is
+    ``step // steps_per_epoch``. Cosine anneals to 0 at ``total_steps`` (PyTorch's
+    ``CosineAnnealingLR`` with ``eta_min=0``, stepped per batch); ``onecycle`` follows
+    ``OneCycleLR``'s defaults (30% rise from lr/25, cosine down to lr/1e4) and replaces
+    the warmup.
+
+    Args:
+        schedule: One of ``SCHEDULES``.
+        step: Global optimizer step (0-based).
+        steps_per_epoch: Batches per epoch.
+        total_steps: Steps of the whole run.
+        warmup_steps: Linear warmup length (ignored by onecycle).
+        decay_rate: Step gamma, exponential base or inverse-time rate.
+        step_size: Epochs between step drops.
+
+    Returns:
+        The multiplier of ``lr``.
+    """
+    epoch = step // max(steps_per_epoch, 1)
+    if schedule == "onecycle":
+        # torch.optim.lr_scheduler.OneCycleLR, three_phase=False, anneal_strategy="cos"
+        initial, final = 1 / 25, 1 / 25 / 1e4
+        up_end = 0.3 * total_steps - 1
+        if step <= up_end:
+            pct = step / up_end if up_end > 0 else 1.0
+            return final_cos(initial, 1.0, pct)
+        down = total_steps - 1 - up_end
+        pct = (step - up_end) / down if down > 0 else 1.0
+        return final_cos(1.0, final, min(pct, 1.0))
+    if schedule == "constant":
+        f = 1.0
+    elif schedule == "step":
+        f = decay_rate ** (epoch // step_size)
+    elif schedule == "exponential":
+        f = decay_rate**epoch
+    elif schedule == "inverse":
+        f = 1.0 / (1.0 + decay_rate * epoch)
+    elif schedule == "cosine":
+        f = 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    else:  # pragma: no cover (validated before)
+        raise unknown_name("schedule", schedule, SCHEDULES)
+    if warmup_steps and step < warmup_steps:
+        f *= (step + 1) / warmup_steps
+    return f
+
+
+def final_cos(start: float, end: float, pct: float) -> float:
+    """Cosine interpolation from ``start`` (pct 0) to ``end`` (pct 1)."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
