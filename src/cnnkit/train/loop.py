@@ -366,6 +366,10 @@ def fit(
         "train_seconds": 0.0,
     }
     best_state: dict[str, torch.Tensor] | None = None
+    if not resume:  # one seed fixes dropout, order and augmentation (restored on resume)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
     if resume:
         if run is None:
             raise CnnkitError("resume needs run_dir=, the folder of the run to continue.")
