@@ -1,5 +1,5 @@
 # Two set-up commands, both working on a fresh machine:
-#   make demo   creates .venv, installs cnnkit, runs the main job
+#   make demo   creates .venv, installs cnnkit, runs the main job (LeNet-5 on the bundled digits)
 #   make test   creates .venv, installs the dev extras, runs the tests
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/cnnkit summary lenet5 input=32x32x1 explain=true
+	$(VENV)/bin/cnnkit train model=lenet5 data=digits
 
 test: $(STAMP)
 	$(PY) -m pytest $(if $(CI),-n 2 -q,) $(PYTEST_ARGS)

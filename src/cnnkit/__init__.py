@@ -1,7 +1,8 @@
 """cnnkit: convolutional neural networks, as the course teaches them, on PyTorch.
 
 ``import cnnkit.shapes`` never imports torch; everything else is loaded lazily
-on first use (``cnnkit.summary``, ``cnnkit.models``, ...).
+on first use (``cnnkit.summary``, ``cnnkit.models``, ``cnnkit.train.fit``,
+``cnnkit.evaluate``, ``cnnkit.predict``, ...).
 """
 
 from __future__ import annotations
@@ -12,9 +13,20 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 
 __version__ = "0.1.0"
-__all__ = ["CnnkitError", "__version__", "blocks", "models", "shapes", "summary"]
+__all__ = [
+    "CnnkitError",
+    "__version__",
+    "blocks",
+    "data",
+    "evaluate",
+    "models",
+    "predict",
+    "shapes",
+    "summary",
+    "train",
+]
 
-_LAZY_MODULES = {"models", "blocks", "shapes", "inspect", "cli"}
+_LAZY_MODULES = {"models", "blocks", "shapes", "inspect", "cli", "data", "train"}
 
 
 def __getattr__(name: str) -> Any:
@@ -22,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from cnnkit.inspect import summary
 
         return summary
+    if name in ("evaluate", "predict"):
+        from cnnkit.train import classify
+
+        return getattr(classify, name)
     if name in _LAZY_MODULES:
         return importlib.import_module(f"cnnkit.{name}")
     raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from cnnkit.data import Data, Preprocess, load, resolve_source
 from cnnkit.data.images import IMAGE_SUFFIXES
@@ -360,23 +361,24 @@ def load_run_model(
 
 
 def evaluate(
-    run: str | os.PathLike | None = None,
+    run: str | os.PathLike | nn.Module | None = None,
+    data: str | os.PathLike | Data | Dataset | None = None,
     *,
     weights: str | os.PathLike | None = None,
     split: str = "test",
-    data: str | None = None,
     batch: int = 256,
 ) -> dict[str, float]:
-    """Score a trained classifier on a split of its data (``cnnkit val``).
+    """Score a classifier on a split (``cnnkit val``; ``cnnkit.evaluate`` in Python).
 
-    The run's ``config.yaml`` rebuilds the same splits (same seed); ``data=`` evaluates
-    on another source with the run's preprocessing instead.
+    With a run folder, its ``config.yaml`` rebuilds the same splits (same seed), or
+    ``data`` names another source, read with the run's preprocessing. Any ``nn.Module``
+    works too, with any torch ``Dataset`` of ``(x, y)`` (or a :class:`cnnkit.data.Data`).
 
     Args:
-        run: Run folder.
-        weights: Or a cnnkit ``.safetensors`` file (then ``data=`` is needed).
-        split: ``test``, ``dev``, ``train_dev`` or ``train``.
-        data: Another dataset or folder.
+        run: Run folder, or a model.
+        data: Dataset name / folder, a loaded :class:`~cnnkit.data.Data`, or a torch Dataset.
+        weights: Instead of ``run``: a cnnkit ``.safetensors`` file (then ``data`` is needed).
+        split: ``test``, ``dev``, ``train_dev`` or ``train`` (for names, folders and Data).
         batch: Batch size.
 
     Returns:
@@ -384,34 +386,40 @@ def evaluate(
     """
     import yaml
 
+    from cnnkit.errors import unknown_name
+
+    if split not in ("test", "dev", "train_dev", "train"):
+        raise unknown_name("split", split, ["test", "dev", "train_dev", "train"])
+    if isinstance(run, nn.Module):
+        if data is None:
+            raise CnnkitError("evaluate(model, data): pass the data to score the model on.")
+        ds = getattr(data, split) if isinstance(data, Data) else data
+        if ds is None or isinstance(ds, (str, os.PathLike)):
+            raise CnnkitError(f"evaluate(model, ...) needs a Dataset or Data with a {split} split.")
+        return evaluate_model(run, ds, batch=batch)
     model, meta = load_run_model(run, weights)
     pre = Preprocess.from_dict(meta["preprocess"])
-    if data is None and run is not None:
+    if isinstance(data, Dataset) and not isinstance(data, Data):
+        return evaluate_model(model, data, batch=batch)
+    if isinstance(data, Data):
+        d = data
+    elif data is None and run is not None:
         cfg = TrainConfig.from_dict(yaml.safe_load((Path(run) / "config.yaml").read_text()))
         d = load(
-            cfg.data,
-            size=pre.size,
-            dev=cfg.dev,
-            test=cfg.test,
-            train_dev=cfg.train_dev,
-            seed=cfg.seed,
-            data_dir=cfg.data_dir,
-            on_error=cfg.on_error,
+            cfg.data, size=pre.size, dev=cfg.dev, test=cfg.test, train_dev=cfg.train_dev,
+            seed=cfg.seed, data_dir=cfg.data_dir, on_error=cfg.on_error,
         )
     elif data is not None:
         d = load(data, size=pre.size, channels=pre.channels)
     else:
         raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
-    if split not in ("test", "dev", "train_dev", "train"):
-        from cnnkit.errors import unknown_name
-
-        raise unknown_name("split", split, ["test", "dev", "train_dev", "train"])
     ds = getattr(d, split)
     if ds is None:
         raise CnnkitError(f"the data has no {split} split; pass split=dev or split=test.")
     if d.info.classes != list(meta["classes"]):
         raise CnnkitError(
-            f"the data's classes {d.info.classes[:5]}... differ from the model's {meta['classes'][:5]}...."
+            f"the data's classes {d.info.classes[:5]} differ from the model's "
+            f"{list(meta['classes'])[:5]}; evaluate on data with the same classes."
         )
     ds.preprocess = pre  # the weights' normalization, not the re-split's
     return evaluate_model(model, ds, batch=batch)
@@ -435,58 +443,85 @@ class Prediction:
 
 
 def predict(
-    run: str | os.PathLike | None = None,
-    source: str | os.PathLike | Sequence[str | os.PathLike] = "",
+    run: str | os.PathLike | nn.Module | None = None,
+    source: str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor = "",
     *,
     weights: str | os.PathLike | None = None,
+    preprocess: Preprocess | None = None,
+    classes: Sequence[str] | None = None,
     batch: int = 64,
     topk: int = 5,
 ) -> list[Prediction]:
-    """Classify image files with the preprocessing stored in the weights (``cnnkit predict``).
+    """Classify images (``cnnkit predict``; ``cnnkit.predict`` in Python).
+
+    A run or weights file brings its own preprocessing (size, channels, mean/std) and
+    class names. Any ``nn.Module`` works too: give ``preprocess`` for image files, or
+    pass a tensor batch ``(N, n_C, n_H, n_W)`` that is already the model's input.
 
     Args:
-        run: Run folder.
-        source: An image, a folder of images (searched recursively) or a list of files.
-        weights: Or a cnnkit ``.safetensors`` file.
+        run: Run folder, or a model.
+        source: An image, a folder of images (searched recursively), a list of files, or
+            a tensor batch.
+        weights: Instead of ``run``: a cnnkit ``.safetensors`` file.
+        preprocess: For a bare model and image files.
+        classes: Class names for a bare model (default ``"0"``, ``"1"``, ...).
         batch: Images per forward pass.
         topk: Classes listed per image.
 
     Returns:
-        One :class:`Prediction` per image, in file order.
+        One :class:`Prediction` per image, in file (or row) order.
     """
-    from cnnkit.data.images import IMAGE_SUFFIXES
-
-    model, meta = load_run_model(run, weights)
-    pre = Preprocess.from_dict(meta["preprocess"])
-    classes = list(meta["classes"])
-    if isinstance(source, (list, tuple)):
-        files = [Path(s) for s in source]
+    if isinstance(run, nn.Module):
+        model, pre = run, preprocess
+        names = list(classes) if classes is not None else None
+        was = model.training
+        model.eval()
     else:
-        src = Path(source)
-        if not str(source) or not src.exists():
-            raise CnnkitError(
-                f"source={str(source)!r} does not exist; pass an image file or a folder of images."
-            )
-        files = (
-            sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if src.is_dir()
-            else [src]
-        )
-        if not files:
-            raise CnnkitError(f"no images (.png, .jpg, ...) in {str(src)!r}.")
+        model, meta = load_run_model(run, weights)
+        pre, names, was = Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]), False
+    if isinstance(source, torch.Tensor):
+        if source.ndim != 4:
+            raise CnnkitError(f"a tensor source must be (N, n_C, n_H, n_W), got {tuple(source.shape)}.")
+        inputs = list(source.split(batch))
+        paths = [f"[{i}]" for i in range(len(source))]
+    else:
+        if pre is None:
+            raise CnnkitError("predict(model, files) needs preprocess= (size, channels, mean/std).")
+        files = _image_files(source)
+        paths = [str(f) for f in files]
+        inputs = [pre.load_files(files[i : i + batch]) for i in range(0, len(files), batch)]
     out: list[Prediction] = []
-    with torch.no_grad():
-        for i in range(0, len(files), batch):
-            chunk = files[i : i + batch]
-            logits = model(pre.load_files(chunk))
-            if logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
-                p1 = torch.sigmoid(logits[:, 0])
-                probs = torch.stack([1 - p1, p1], 1)  # (B,) -> (B, 2)
-            else:
-                probs = logits.softmax(1)
-            k = min(topk, probs.shape[1])
-            vals, idx = probs.topk(k, dim=1)
-            for f, v, ix in zip(chunk, vals.tolist(), idx.tolist()):
-                top = [(classes[j], float(p)) for j, p in zip(ix, v)]
-                out.append(Prediction(str(f), top[0][0], top[0][1], top))
+    try:
+        with torch.no_grad():
+            for x in inputs:
+                logits = model(x)
+                if logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
+                    p1 = torch.sigmoid(logits[:, 0])
+                    probs = torch.stack([1 - p1, p1], 1)  # (B,) -> (B, 2)
+                else:
+                    probs = logits.softmax(1)
+                if names is None:
+                    names = [str(j) for j in range(probs.shape[1])]
+                vals, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
+                for v, ix in zip(vals.tolist(), idx.tolist()):
+                    top = [(names[j], float(q)) for j, q in zip(ix, v)]
+                    out.append(Prediction(paths[len(out)], top[0][0], top[0][1], top))
+    finally:
+        model.train(was)
     return out
+
+
+def _image_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(source, (list, tuple)):
+        return [Path(s) for s in source]
+    src = Path(source)
+    if not str(source) or not src.exists():
+        raise CnnkitError(
+            f"source={str(source)!r} does not exist; pass an image file or a folder of images."
+        )
+    if not src.is_dir():
+        return [src]
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CnnkitError(f"no images (.png, .jpg, ...) in {str(src)!r}.")
+    return files
