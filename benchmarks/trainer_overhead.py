@@ -32,12 +32,23 @@ from cnnkit.models import create
 from cnnkit.train import fit
 
 FIT_SETTINGS = dict(
-    epochs=1, optimizer="adam", lr=1e-3, schedule="constant", warmup_epochs=0, label_smoothing=0.0,
-    degrees=0, translate=0, scale=0, fliplr=0, verbose=0,
+    epochs=1,
+    optimizer="adam",
+    lr=1e-3,
+    schedule="constant",
+    warmup_epochs=0,
+    label_smoothing=0.0,
+    degrees=0,
+    translate=0,
+    scale=0,
+    fliplr=0,
+    verbose=0,
 )
 
 
-def hand_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, opt: torch.optim.Optimizer) -> float:
+def hand_loop(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, opt: torch.optim.Optimizer
+) -> float:
     """One epoch of the leanest hand-written loop; returns seconds."""
     model.train()
     t0 = time.perf_counter()
@@ -51,8 +62,16 @@ def hand_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     return time.perf_counter() - t0
 
 
-def bench(name: str, model_name: str, size: tuple[int, int, int], batch: int, n: int, repeats: int,
-          checkpoints: bool, **kw: object) -> dict[str, float]:
+def bench(
+    name: str,
+    model_name: str,
+    size: tuple[int, int, int],
+    batch: int,
+    n: int,
+    repeats: int,
+    checkpoints: bool,
+    **kw: object,
+) -> dict[str, float]:
     """Median img/s of both loops and their ratio."""
     n_H, n_W, n_C = size
     g = torch.Generator().manual_seed(0)
@@ -81,21 +100,44 @@ def bench(name: str, model_name: str, size: tuple[int, int, int], batch: int, n:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="3 repeats")
-    ap.add_argument("--checkpoints", action="store_true", help="let fit write its per-epoch checkpoints")
+    ap.add_argument(
+        "--checkpoints", action="store_true", help="let fit write its per-epoch checkpoints"
+    )
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.repeats
     rows = [
-        bench("LeNet-5, 32x32x1, batch 128", "lenet5", (32, 32, 1), 128, 128 * 100, reps, args.checkpoints),
-        bench("ResNet-18 (CIFAR), 32x32x3, batch 64", "resnet18", (32, 32, 3), 64, 64 * 6, reps,
-              args.checkpoints, small_input=True),
+        bench(
+            "LeNet-5, 32x32x1, batch 128",
+            "lenet5",
+            (32, 32, 1),
+            128,
+            128 * 100,
+            reps,
+            args.checkpoints,
+        ),
+        bench(
+            "ResNet-18 (CIFAR), 32x32x3, batch 64",
+            "resnet18",
+            (32, 32, 3),
+            64,
+            64 * 6,
+            reps,
+            args.checkpoints,
+            small_input=True,
+        ),
     ]
-    print(f"torch {torch.__version__}, {args.threads} threads, checkpoints={'on' if args.checkpoints else 'off'}, "
-          f"median of {reps} alternating epochs")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, "
+        f"checkpoints={'on' if args.checkpoints else 'off'}, "
+        f"median of {reps} alternating epochs"
+    )
     print(f"{'model':<40}{'hand img/s':>12}{'cnnkit img/s':>14}{'ratio':>8}")
     for r in rows:
         print(f"{r['name']:<40}{r['hand']:>12,.0f}{r['fit']:>14,.0f}{r['ratio']:>8.3f}")

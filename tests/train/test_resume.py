@@ -70,12 +70,18 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _run(tmp: Path, run_dir: Path, mode: str, save_every: int, **env: int) -> subprocess.CompletedProcess:
+def _run(
+    tmp: Path, run_dir: Path, mode: str, save_every: int, **env: int
+) -> subprocess.CompletedProcess:
     script = tmp / "driver.py"
     script.write_text(DRIVER.replace("SAVE_EVERY", str(save_every)))
     e = dict(os.environ, **{k: str(v) for k, v in env.items()})
     return subprocess.run(
-        [sys.executable, str(script), str(run_dir), mode], capture_output=True, text=True, env=e, timeout=300
+        [sys.executable, str(script), str(run_dir), mode],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=300,
     )
 
 
@@ -125,12 +131,18 @@ def _check_parity(ref: tuple[dict, dict], got: tuple[dict, dict]) -> None:
     _assert_same(s_ref["rng"], s_got["rng"], "rng")
     for k in ("epoch", "global_step", "step_in_epoch", "best", "best_epoch", "bad_epochs"):
         assert s_ref[k] == s_got[k], k
-    _assert_same(_history_without_times(s_ref["history"]), _history_without_times(s_got["history"]), "history")
+    _assert_same(
+        _history_without_times(s_ref["history"]),
+        _history_without_times(s_got["history"]),
+        "history",
+    )
 
 
 # digits: 1,259 training images, 3 epochs of ceil(1259 / 64) = 20 steps: 60 steps in all
 @pytest.mark.parametrize("save_every", [0, 7])
-def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tmp_path: Path, reference, save_every: int) -> None:
+def test_sigkill_at_random_step_then_resume_is_bitwise_equal(
+    tmp_path: Path, reference, save_every: int
+) -> None:
     step = random.Random(1234 + save_every).randint(5, 58)
     killed = _run(tmp_path, tmp_path / "run", "new", save_every, KILL_AT_STEP=step)
     assert killed.returncode == -signal.SIGKILL, f"not killed at step {step}: {killed.stderr}"
@@ -139,7 +151,9 @@ def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tmp_path: Path, ref
     _check_parity(reference[save_every], _final(tmp_path / "run"))
 
 
-def test_sigkill_inside_state_write_keeps_previous_checkpoint_and_resumes_equal(tmp_path: Path, reference) -> None:
+def test_sigkill_inside_state_write_keeps_previous_checkpoint_and_resumes_equal(
+    tmp_path: Path, reference
+) -> None:
     # state saves with save_every=7: steps 7, 14, 20 (end of epoch 1), 21 <- killed in this one
     killed = _run(tmp_path, tmp_path / "run", "new", 7, KILL_IN_STATE_SAVE=4)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

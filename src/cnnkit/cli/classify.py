@@ -1,4 +1,4 @@
-"""``cnnkit [classify] train | val | predict``: parse, validate, call one library function, print."""
+"""``cnnkit [classify] train | val | predict``: parse, validate, call one function, print."""
 
 from __future__ import annotations
 
@@ -115,9 +115,9 @@ def val(argv: Sequence[str]) -> int:
         data=opts.get("data"),
         batch=int(opts.get("batch", 256)),
     )
-    print(
-        f"{split} accuracy {100 * s['accuracy']:.1f}%  (loss {s['loss']:.3f}, {int(s['n']):,} images)"
-    )
+    from cnnkit.train.classify import score_line
+
+    print(score_line(split, s))
     return 0
 
 

@@ -128,7 +128,8 @@ class ImageSet(Dataset):
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise CnnkitError(
-                f"ImageSet wants uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}."
+                "ImageSet wants uint8 (N, C, H, W) images, got "
+                f"{images.dtype} {tuple(images.shape)}."
             )
         if len(images) != len(labels):
             raise CnnkitError(f"{len(images)} images but {len(labels)} labels.")
@@ -216,7 +217,7 @@ def _count(frac: float | int, n: int, what: str) -> int:
             f"{what} must be a fraction in [0, 1) or a count of images, got {frac!r}."
         )
     if isinstance(frac, float) and frac < 1:
-        return int(round(frac * n))
+        return round(frac * n)
     if float(frac) != int(frac):
         raise CnnkitError(f"{what} must be a fraction in [0, 1) or a whole count, got {frac!r}.")
     return int(frac)
@@ -253,7 +254,7 @@ def stratified_split(
         rng.shuffle(idx)
         start = 0
         for k, m in want.items():
-            take = int(math.floor(m * len(idx) / n + 0.5))
+            take = math.floor(m * len(idx) / n + 0.5)
             out[k].append(idx[start : start + take])
             start += take
         out["rest"].append(idx[start:])

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def read_mnist(root: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarra
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, bytes and numpy arrays; refuses every other global."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

@@ -1,4 +1,4 @@
-"""``cnnkit.data.load``: a dataset by name or folder, split into train / dev / test (/ train-dev)."""
+"""``cnnkit.data.load``: a dataset by name or folder, split into train / dev / test / train-dev."""
 
 from __future__ import annotations
 
@@ -224,7 +224,8 @@ def _read_image_folder(
     if split_dirs:
         if "train" not in split_dirs.values():
             raise CnnkitError(
-                f"{str(root)!r} has {sorted(split_dirs)} folders but no train/; add train/<class>/... ."
+                f"{str(root)!r} has {sorted(split_dirs)} folders but no train/; "
+                "add train/<class>/... ."
             )
         layout = {split: subdirs[d] for d, split in split_dirs.items()}
     else:

@@ -211,7 +211,8 @@ class TrainConfig:
             raise unknown_name("on_error", str(self.on_error), ["raise", "skip"])
         if not isinstance(self.monitor, str) or not self.monitor.startswith(("dev_", "train_")):
             raise CnnkitError(
-                f"monitor must name a logged metric such as dev_accuracy or dev_loss, got {self.monitor!r}."
+                "monitor must name a logged metric such as dev_accuracy or dev_loss, got "
+                f"{self.monitor!r}."
             )
         for key in ("degrees", "translate", "scale", "fliplr"):
             num(key, low=0)
@@ -229,7 +230,7 @@ class TrainConfig:
                 )
 
     def resolved(self, key: str) -> Any:
-        """A setting whose None default depends on others (momentum, beta2, weight_decay, decay_rate)."""
+        """A setting whose None default depends on the optimizer or schedule."""
         v = getattr(self, key)
         if v is not None:
             return v

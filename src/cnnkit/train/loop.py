@@ -55,7 +55,7 @@ class FitResult:
     """What :func:`fit` returns.
 
     Attributes:
-        model: The trained model, holding the best weights (by ``monitor``) when a dev set was given.
+        model: The trained model, holding the best weights (by ``monitor``).
         history: One dict per epoch (the rows of ``results.csv``).
         epochs: Planned epochs.
         best_epoch: Epoch (1-based) of the best weights, or None.
@@ -159,7 +159,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
     Args:
         model: Its trainable parameters are optimized.
-        cfg: Settings (``optimizer``, ``lr``, ``momentum``, ``beta1``, ``beta2``, ``eps``, ``weight_decay``).
+        cfg: Settings (``optimizer``, ``lr``, ``momentum``, ``beta1``, ``beta2``, ``eps``,
+            ``weight_decay``).
 
     Returns:
         A ``torch.optim`` optimizer.
@@ -458,7 +459,8 @@ def fit(
                     if not torch.isfinite(loss):
                         raise CnnkitError(
                             f"the loss became {loss.item()} at epoch {epoch + 1}, step "
-                            f"{st['step_in_epoch'] + 1}; lower lr (now {lr:.3g}) or set clip_grad=1."
+                            f"{st['step_in_epoch'] + 1}; lower lr (now {lr:.3g}) or set "
+                            "clip_grad=1."
                         )
                     total = loss + _l2_term(model, cfg.l2, x.shape[0]) if cfg.l2 else loss
                     opt.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""Training progress as Keras shows it: ``verbose=0`` silent, 1 a live bar per epoch, 2 a line per epoch.
+"""Training progress as Keras shows it: ``verbose=0`` silent, 1 a live bar, 2 a line per epoch.
 
 The live bar (rich) updates one line per epoch and leaves it behind when the epoch
 ends, with the dev metrics added; it works in terminals and notebooks. When the
@@ -113,7 +113,8 @@ class Progress:
         if not self.verbose:
             return
         mark = " *" if improved and monitor.startswith("dev_") else ""
-        text = f"{format_metrics(row)}  lr {row['lr']:.2e}  {row['img_per_s']:,.0f} img/s  {row['seconds']:.1f}s{mark}"
+        speed = f"{row['img_per_s']:,.0f} img/s  {row['seconds']:.1f}s"
+        text = f"{format_metrics(row)}  lr {row['lr']:.2e}  {speed}{mark}"
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=self.steps, text=text)
             self._bar.stop_task(self._task)

@@ -6,6 +6,8 @@ detection, faces and segmentation bring their own subclasses later.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 
@@ -23,7 +25,7 @@ class Task:
     """
 
     metric_names: tuple[str, ...] = ()
-    higher_is_better: dict[str, bool] = {}
+    higher_is_better: ClassVar[dict[str, bool]] = {}
     n_sums: int = 2
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,7 @@ class Classification(Task):
     """
 
     metric_names = ("accuracy",)
-    higher_is_better = {"loss": False, "accuracy": True}
+    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "accuracy": True}
     n_sums = 4  # loss * n, correct, units (labels), n (examples)
 
     def __init__(self, loss: str = "auto", label_smoothing: float = 0.0) -> None:
@@ -72,7 +74,8 @@ class Classification(Task):
         if targets.is_floating_point() and targets.ndim == 2:
             if outputs.shape != targets.shape:
                 raise CnnkitError(
-                    f"multi-label targets {tuple(targets.shape)} need outputs of the same shape, got {tuple(outputs.shape)}."
+                    f"multi-label targets {tuple(targets.shape)} need outputs of the same "
+                    f"shape, got {tuple(outputs.shape)}."
                 )
             return "multilabel"
         if (outputs.ndim == 2 and outputs.shape[1] == 1) or outputs.ndim == 1:
