@@ -247,7 +247,11 @@ def write_cifar10(folder: Path, per_batch=3, n_test=4, seed=0, meta=True, protoc
     for i in range(1, 6):
         x = rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, per_batch)]
-        _dump({b"batch_label": b"x", b"data": cifar_rows(x), b"labels": y}, folder / f"data_batch_{i}", protocol)
+        _dump(
+            {b"batch_label": b"x", b"data": cifar_rows(x), b"labels": y},
+            folder / f"data_batch_{i}",
+            protocol,
+        )
         xs.append(x)
         ys += y
     xt = rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8)
@@ -255,7 +259,11 @@ def write_cifar10(folder: Path, per_batch=3, n_test=4, seed=0, meta=True, protoc
     _dump({b"data": cifar_rows(xt), b"labels": yt}, folder / "test_batch", protocol)
     names = [f"class{i}" for i in range(10)]
     if meta:
-        _dump({b"label_names": [n.encode() for n in names], b"num_vis": 3072}, folder / "batches.meta", protocol)
+        _dump(
+            {b"label_names": [n.encode() for n in names], b"num_vis": 3072},
+            folder / "batches.meta",
+            protocol,
+        )
     return (np.concatenate(xs), np.array(ys)), (xt, np.array(yt)), names
 
 
@@ -364,6 +372,8 @@ def test_read_cifar_any_pickle_protocol(tmp_path, protocol):
     (x, y), (xt, yt), _ = write_cifar10(tmp_path, protocol=protocol)
     out, _ = read_cifar(tmp_path)
     np.testing.assert_array_equal(out["train"][0], x)
+    np.testing.assert_array_equal(out["train"][1], y)
+    np.testing.assert_array_equal(out["test"][0], xt)
     np.testing.assert_array_equal(out["test"][1], yt)
 
 
@@ -415,4 +425,3 @@ def test_malicious_pickle_never_runs(tmp_path, evil, where, nested):
         read_cifar(tmp_path / "c")
     assert str(p) in str(e.value)
     assert not sentinel.exists()
-

@@ -97,7 +97,8 @@ def test_16bit_is_scaled_not_clamped(tmp_path, suffix):
     v = np.array([[0, 100, 255, 257, 1000], [20000, 32768, 50000, 65534, 65535]], np.uint16)
     p = tmp_path / f"d16{suffix}"
     Image.fromarray(v).save(p)
-    assert Image.open(p).mode.startswith("I;16")  # really a 16-bit file
+    with Image.open(p) as im:
+        assert im.mode.startswith("I;16")  # really a 16-bit file
     want = np.floor(v.astype(np.float64) * 255.0 / 65535.0 + 0.5).astype(np.uint8)
     out1 = decode_image(p, 1)
     np.testing.assert_array_equal(out1[..., 0], want)

@@ -80,7 +80,18 @@ def write_cifar10(folder: Path, per_batch=4, n_test=6, seed=0):
     yt = [i % 2 for i in range(n_test)]
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": cifar_rows(xt), b"labels": yt}, f, protocol=2)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [n.encode() for n in names]}, f, protocol=2)
     return np.concatenate(xs), np.array(ys), xt, np.array(yt), names

@@ -72,7 +72,7 @@ def test_stratified_split_honours_requested_total(counts, sizes):
     n = len(y)
     parts = stratified_split(y, sizes, seed=0)
     for name, v in sizes.items():
-        want = int(round(v * n)) if isinstance(v, float) else v
+        want = round(v * n) if isinstance(v, float) else v
         assert len(parts[name]) == want, (name, len(parts[name]), want)
         got = Counter(y[parts[name]].tolist())
         for c, nc in enumerate(counts):
@@ -100,10 +100,12 @@ def test_stratified_split_bad_sizes(bad):
         stratified_split(_labels(), {"dev": bad}, seed=0)
 
 
-# ----------------------------------------------------------------------------- resize / stats / normalize
+# ------------------------------------------------------------- resize / stats / normalize
 
 
-@pytest.mark.parametrize("src, dst", [((32, 32), (16, 16)), ((8, 8), (20, 20)), ((24, 18), (10, 7))])
+@pytest.mark.parametrize(
+    "src, dst", [((32, 32), (16, 16)), ((8, 8), (20, 20)), ((24, 18), (10, 7))]
+)
 def test_resize_uint8_matches_pil_bilinear(src, dst):
     a = np.random.default_rng(4).integers(0, 256, (2, *src, 3), dtype=np.uint8)
     t = torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
@@ -121,7 +123,9 @@ def test_resize_uint8_same_size_untouched():
 
 
 def test_channel_stats_match_numpy():
-    a = torch.randint(0, 256, (7, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a = torch.randint(
+        0, 256, (7, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     a[:, 1] //= 3  # distinct channels
     mean, std = channel_stats(a)
     x = a.numpy().astype(np.float64) / 255.0
@@ -234,7 +238,9 @@ def test_augment_same_seed_same_output_and_per_image_parameters():
 
 def _coord_batch(n: int, h: int, w: int) -> torch.Tensor:
     """Channels: x pixel coordinate, y pixel coordinate, ones (linear, so bilinear is exact)."""
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     img = torch.stack([xx, yy, torch.ones(h, w, dtype=torch.float64)])
     return img[None].repeat(n, 1, 1, 1).float()
 
@@ -253,7 +259,7 @@ def _fit_maps(out: torch.Tensor):
         m = np.abs(o[2] - 1) < 1e-5
         assert m.sum() > 20, "too few interior pixels to fit"
         design = np.stack([xx[m], yy[m], np.ones(m.sum())], 1)
-        sol, res, *_ = np.linalg.lstsq(design, np.stack([o[0][m], o[1][m]], 1), rcond=None)
+        sol, *_ = np.linalg.lstsq(design, np.stack([o[0][m], o[1][m]], 1), rcond=None)
         fit = design @ sol
         assert np.abs(fit - np.stack([o[0][m], o[1][m]], 1)).max() < 1e-3, "not an affine map"
         maps.append((sol[:2].T, sol[2]))
@@ -306,12 +312,18 @@ def test_augment_scale_and_translate_in_pixels(hw):
 
 
 def test_augment_rejects_bad_parameters():
-    for kw in ({"degrees": -1}, {"translate": 1.5}, {"scale": 1.0}, {"fliplr": 2}, {"fliplr": True}):
+    for kw in (
+        {"degrees": -1},
+        {"translate": 1.5},
+        {"scale": 1.0},
+        {"fliplr": 2},
+        {"fliplr": True},
+    ):
         with pytest.raises(CnnkitError):
             Augment(**kw)
 
 
-# ----------------------------------------------------------------------------- epoch_order / TensorBatches
+# ------------------------------------------------------------- epoch_order / TensorBatches
 
 
 def _indexed_set(n=23, c=1, h=3, w=4) -> ImageSet:

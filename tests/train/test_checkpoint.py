@@ -157,7 +157,7 @@ def test_flipped_byte_in_weights_payload_refused(tmp_path, frac, mask):
 def test_flipped_byte_in_middle_of_weights_file_refused(tmp_path):
     p, blob, _ = _weights_file(tmp_path)
     _flip(p, len(blob) // 2)
-    with pytest.raises(CheckpointError, match="digest|damaged"):
+    with pytest.raises(CheckpointError, match=r"digest|damaged"):
         load_weights_file(p)
 
 
@@ -378,15 +378,15 @@ def test_atomic_write_failure_keeps_old_content_and_no_temp(tmp_path):
     p = tmp_path / "f.bin"
     p.write_bytes(b"previous content")
 
-    class Boom(RuntimeError):
+    class BoomError(RuntimeError):
         pass
 
     def write(f):
         f.write(b"half of the new con")
         f.flush()
-        raise Boom("disk full")
+        raise BoomError("disk full")
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         atomic_write(p, write)
     assert p.read_bytes() == b"previous content"
     assert sorted(os.listdir(tmp_path)) == ["f.bin"]

@@ -1,4 +1,4 @@
-"""TrainConfig validation, dependent defaults, epochs=auto and build_optimizer's mapping to PyTorch."""
+"""TrainConfig validation, dependent defaults, epochs=auto, build_optimizer's PyTorch mapping."""
 
 from __future__ import annotations
 
@@ -116,9 +116,21 @@ def test_from_dict_validates_values():
         TrainConfig.from_dict({"batch": 0})
 
 
-@pytest.mark.parametrize("ok", [{"epochs": "auto"}, {"epochs": 1}, {"size": 32}, {"size": [28, 32]},
-                                {"size": (16, 16)}, {"beta1": 0.0}, {"momentum": 0.0},
-                                {"label_smoothing": 0.0}, {"warmup_epochs": 0.5}, {"lr": 10}])
+@pytest.mark.parametrize(
+    "ok",
+    [
+        {"epochs": "auto"},
+        {"epochs": 1},
+        {"size": 32},
+        {"size": [28, 32]},
+        {"size": (16, 16)},
+        {"beta1": 0.0},
+        {"momentum": 0.0},
+        {"label_smoothing": 0.0},
+        {"warmup_epochs": 0.5},
+        {"lr": 10},
+    ],
+)
 def test_valid_edge_values_pass(ok):
     TrainConfig(**ok).validate()
 
@@ -172,8 +184,17 @@ def test_resolved_decay_rate(schedule, rate):
 
 @pytest.mark.parametrize(
     ("steps", "auto_steps", "want"),
-    [(1, 1500, 60), (10, 1500, 60), (25, 1500, 60), (30, 1500, 50), (100, 1500, 15),
-     (499, 1500, 3), (1000, 1500, 3), (10_000, 1500, 3), (7, 100, 14)],
+    [
+        (1, 1500, 60),
+        (10, 1500, 60),
+        (25, 1500, 60),
+        (30, 1500, 50),
+        (100, 1500, 15),
+        (499, 1500, 3),
+        (1000, 1500, 3),
+        (10_000, 1500, 3),
+        (7, 100, 14),
+    ],
 )
 def test_resolve_epochs_auto(steps, auto_steps, want):
     e, note = resolve_epochs(TrainConfig(auto_steps=auto_steps), steps)
@@ -199,7 +220,11 @@ def test_build_sgd_family():
     o = build_optimizer(m, TrainConfig(optimizer="sgd", lr=0.3))
     assert type(o) is torch.optim.SGD
     assert (_hp(o)["lr"], _hp(o)["momentum"], _hp(o)["nesterov"], _hp(o)["weight_decay"]) == (
-        0.3, 0.0, False, 0.0)
+        0.3,
+        0.0,
+        False,
+        0.0,
+    )
     o = build_optimizer(m, TrainConfig(optimizer="momentum", lr=0.3))
     assert type(o) is torch.optim.SGD
     assert (_hp(o)["momentum"], _hp(o)["nesterov"]) == (0.9, False)
@@ -213,18 +238,29 @@ def test_build_rmsprop():
     assert type(o) is torch.optim.RMSprop
     g = _hp(o)
     assert (g["lr"], g["alpha"], g["eps"], g["momentum"], g["weight_decay"]) == (
-        1e-3, 0.99, 1e-7, 0.0, 0.0)
+        1e-3,
+        0.99,
+        1e-7,
+        0.0,
+        0.0,
+    )
     g = _hp(build_optimizer(_net(), TrainConfig(optimizer="rmsprop", beta2=0.9, momentum=0.5)))
     assert (g["alpha"], g["momentum"]) == (0.9, 0.5)
 
 
-@pytest.mark.parametrize(("name", "cls", "wd"), [("adam", torch.optim.Adam, 0.0),
-                                                 ("adamw", torch.optim.AdamW, 0.01)])
+@pytest.mark.parametrize(
+    ("name", "cls", "wd"), [("adam", torch.optim.Adam, 0.0), ("adamw", torch.optim.AdamW, 0.01)]
+)
 def test_build_adam_family(name, cls, wd):
     o = build_optimizer(_net(), TrainConfig(optimizer=name, lr=5e-4, beta1=0.8, eps=1e-6))
     assert type(o) is cls
     g = _hp(o)
-    assert (g["lr"], tuple(g["betas"]), g["eps"], g["weight_decay"]) == (5e-4, (0.8, 0.999), 1e-6, wd)
+    assert (g["lr"], tuple(g["betas"]), g["eps"], g["weight_decay"]) == (
+        5e-4,
+        (0.8, 0.999),
+        1e-6,
+        wd,
+    )
     g = _hp(build_optimizer(_net(), TrainConfig(optimizer=name, beta2=0.98, weight_decay=0.1)))
     assert (tuple(g["betas"]), g["weight_decay"]) == ((0.9, 0.98), 0.1)
 

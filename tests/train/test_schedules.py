@@ -1,4 +1,4 @@
-"""Learning-rate schedules: ``lr_factor`` against PyTorch's own schedulers and the course's formulas."""
+"""Learning-rate schedules: ``lr_factor`` against PyTorch's schedulers and the course's formulas."""
 
 from __future__ import annotations
 
@@ -180,7 +180,10 @@ def test_factor_is_pure_function_of_step():
     """A resumed run asks for step k directly and must get what the uninterrupted run got."""
     spe, total = 7, 70
     for sched in ("step", "exponential", "inverse", "cosine", "onecycle"):
-        a = [lr_factor(sched, s, spe, total, warmup_steps=5, decay_rate=0.5, step_size=2) for s in range(total)]
+        a = [
+            lr_factor(sched, s, spe, total, warmup_steps=5, decay_rate=0.5, step_size=2)
+            for s in range(total)
+        ]
         b = [
             lr_factor(sched, s, spe, total, warmup_steps=5, decay_rate=0.5, step_size=2)
             for s in reversed(range(total))

@@ -71,8 +71,11 @@ class Augment:
         flip = torch.where(u[:, 2] * 0.5 + 0.5 < self.fliplr, -1.0, 1.0)
         tx, ty = u[:, 3] * self.translate * 2, u[:, 4] * self.translate * 2  # grid units span 2
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        n_H, n_W = x.shape[-2:]
+        r = n_H / n_W  # a rotation in pixels, written in affine_grid's [-1, 1] coordinates
         theta = torch.stack(
-            [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+            [torch.stack([cos * flip, -sin * r, tx], 1), torch.stack([sin / r * flip, cos, ty], 1)],
+            1,
         )  # (N, 2, 3): output -> input sampling coordinates
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

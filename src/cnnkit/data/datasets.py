@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -240,23 +239,39 @@ def stratified_split(
     labels = np.asarray(labels)
     n = len(labels)
     want = {k: _count(v, n, k) for k, v in sizes.items()}
-    if sum(want.values()) >= n:
+    fractions = [v for v in sizes.values() if isinstance(v, float) and v < 1]
+    if sum(want.values()) >= n or sum(fractions) >= 1:
         raise CnnkitError(
             f"the splits {dict(sizes)} take all {n} examples and leave none to train on; "
             "use smaller fractions."
         )
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # per split: every class gets the floor of its exact share, then the remainders go
+    # to the classes with the largest fractional parts, so each split has its exact size
+    left = counts.copy()
+    take: dict[str, np.ndarray] = {}
+    for k, m in want.items():
+        exact = m * counts / n
+        base = np.minimum(np.floor(exact).astype(np.int64), left)
+        extra = m - int(base.sum())
+        order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+        for c in order:
+            if extra <= 0:
+                break
+            if base[c] < left[c]:
+                base[c] += 1
+                extra -= 1
+        take[k] = base
+        left = left - base
     out: dict[str, list[np.ndarray]] = {k: [] for k in [*want, "rest"]}
-    classes = np.unique(labels)
-    # per class: floor of the exact share, then hand out the remainders largest-first
-    for c in classes:
+    for ci, c in enumerate(classes):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
         start = 0
-        for k, m in want.items():
-            take = math.floor(m * len(idx) / n + 0.5)
-            out[k].append(idx[start : start + take])
-            start += take
+        for k in want:
+            out[k].append(idx[start : start + take[k][ci]])
+            start += take[k][ci]
         out["rest"].append(idx[start:])
     return {k: np.sort(np.concatenate(v)) if v else np.zeros(0, np.int64) for k, v in out.items()}
 

@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import pickle
+import zlib
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,7 +37,7 @@ def _open_bytes(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix says
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise CnnkitError(f"cannot decompress {str(path)!r} ({e}); the file is torn.") from None
     return raw
 
@@ -145,6 +146,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("numpy._core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+        ("numpy.core.numeric", "_frombuffer"),
         ("_codecs", "encode"),
     }
 
@@ -229,8 +232,16 @@ def read_cifar(
             if not f.is_file():
                 raise CnnkitError(f"CIFAR batch {str(f)!r} is missing; extract the whole archive.")
             b = _load_batch(f)
-            xs.append(_cifar_images(b, f))
-            ys.append(np.asarray(b.get(label_key), dtype=np.int64))
+            x = _cifar_images(b, f)
+            if not isinstance(b.get(label_key), (list, np.ndarray)):
+                raise CnnkitError(f"{str(f)!r} has no {label_key!r} list; not a {found} batch.")
+            y = np.asarray(b[label_key], dtype=np.int64)
+            if len(y) != len(x):
+                raise CnnkitError(
+                    f"{str(f)!r} holds {len(x)} images but {len(y)} labels; the file is damaged."
+                )
+            xs.append(x)
+            ys.append(y)
         out[split] = (np.concatenate(xs), np.concatenate(ys))
     names: list[str] = []
     if meta_file.is_file():
