@@ -227,7 +227,8 @@ def test_build_sgd_family():
     )
     o = build_optimizer(m, TrainConfig(optimizer="momentum", lr=0.3))
     assert type(o) is torch.optim.SGD
-    assert (_hp(o)["momentum"], _hp(o)["nesterov"]) == (0.9, False)
+    # the course's v = beta*v + (1 - beta)*dW is PyTorch's dampening = beta
+    assert (_hp(o)["momentum"], _hp(o)["dampening"], _hp(o)["nesterov"]) == (0.9, 0.9, False)
     o = build_optimizer(m, TrainConfig(optimizer="nesterov", momentum=0.8, weight_decay=1e-4))
     assert type(o) is torch.optim.SGD
     assert (_hp(o)["momentum"], _hp(o)["nesterov"], _hp(o)["weight_decay"]) == (0.8, True, 1e-4)

@@ -231,7 +231,8 @@ def test_momentum_with_step_schedule_matches_torch_loop(tmp_path):
         **{k: v for k, v in PLAIN.items() if k not in ("optimizer", "schedule")},
     )
 
-    opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=0.9)
+    # optimizer="momentum" is the course's v = beta*v + (1 - beta)*dW: dampening = beta
+    opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=0.9, dampening=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
     lrs = _hand_loop(
         ref,
@@ -505,17 +506,33 @@ def test_misspelled_monitor_is_refused():
         fit(nn.Linear(2, 3), train, dev, epochs=2, batch=10, lr=0.1, monitor="dev_acuracy", **PLAIN)
 
 
-def test_early_stop_without_any_best_value_does_not_crash():
-    """An empty dev set gives NaN dev metrics, so the monitor never improves and patience
-    ends the run; that end must not crash while printing the (absent) best value."""
+@pytest.mark.parametrize("case", ["empty_dev", "monitor_dev_acc"])
+def test_early_stop_without_any_best_value_does_not_crash(case):
+    """When the monitor never has a value (NaN dev metrics of an empty dev set, or
+    ``monitor="dev_acc"``, the abbreviation the progress lines print), patience ends the run;
+    that end must not crash while printing the (absent) best value."""
     train = _blobs(30, 0)
-    empty_dev = TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+    if case == "empty_dev":
+        dev, monitor = (
+            TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)),
+            "dev_loss",
+        )
+    else:
+        dev, monitor = _blobs(15, 1), "dev_acc"
     try:
         res = fit(
-            nn.Linear(2, 3), train, empty_dev, epochs=3, batch=10, lr=0.1, patience=1, **PLAIN
+            nn.Linear(2, 3),
+            train,
+            dev,
+            epochs=3,
+            batch=10,
+            lr=0.1,
+            patience=1,
+            monitor=monitor,
+            **PLAIN,
         )
     except CnnkitError:
-        return  # refusing an empty dev set up front is a fine answer too
+        return  # refusing the set-up front is a fine answer too
     assert res.stopped_early and res.best_epoch is None and len(res.history) == 1
 
 

@@ -31,6 +31,10 @@ class TrainConfig:
             optimizer steps, at least 3 and at most 60 epochs.
         batch: Mini-batch size ``m``.
         optimizer: ``sgd``, ``momentum``, ``nesterov``, ``rmsprop``, ``adam``, ``adamw``.
+            ``momentum`` is the course's exponentially weighted average
+            ``v = beta*v + (1-beta)*dW`` (PyTorch's ``dampening=beta``; PyTorch starts
+            ``v`` at the first gradient instead of 0); ``sgd`` with ``momentum=`` and
+            ``nesterov`` use PyTorch's ``v = beta*v + dW``, a 1/(1-beta) larger step.
         lr: Learning rate alpha (the peak after warmup).
         momentum: beta of momentum (None: 0.9 for momentum/nesterov, 0 otherwise).
         beta1: Adam's first-moment decay.
@@ -210,6 +214,7 @@ class TrainConfig:
         if self.on_error not in ("raise", "skip"):
             raise unknown_name("on_error", str(self.on_error), ["raise", "skip"])
         if not isinstance(self.monitor, str) or not self.monitor.startswith(("dev_", "train_")):
+            # the metric names themselves are checked by fit(), which knows the task's metrics
             raise CnnkitError(
                 "monitor must name a logged metric such as dev_accuracy or dev_loss, got "
                 f"{self.monitor!r}."

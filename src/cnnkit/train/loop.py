@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.data.augment import Augment, TensorBatches, epoch_order
 from cnnkit.data.datasets import ImageSet, Preprocess, default_workers, seed_worker
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
     atomic_write,
     load_state,
@@ -171,10 +171,14 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     wd = cfg.resolved("weight_decay")
     name = cfg.optimizer
     if name in ("sgd", "momentum", "nesterov"):
+        beta = cfg.resolved("momentum")
+        # "momentum" is the course's v = beta*v + (1 - beta)*dW (PyTorch's dampening=beta);
+        # "sgd" with momentum= and "nesterov" use PyTorch's v = beta*v + dW
         return torch.optim.SGD(
             params,
             lr=cfg.lr,
-            momentum=cfg.resolved("momentum"),
+            momentum=beta,
+            dampening=beta if name == "momentum" else 0.0,
             nesterov=name == "nesterov",
             weight_decay=wd,
         )
@@ -350,6 +354,9 @@ def fit(
     notes = [note] if note else []
     opt = build_optimizer(model, cfg)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    metrics = [f"{p}_{m}" for p in ("train", "dev") for m in ("loss", *task.metric_names)]
+    if cfg.monitor not in metrics:
+        raise unknown_name("monitor metric", cfg.monitor, metrics)
     higher = not cfg.monitor.endswith("loss")
     monitor = cfg.monitor if dev is not None or cfg.monitor.startswith("train_") else "train_loss"
     if monitor != cfg.monitor:
@@ -511,9 +518,10 @@ def fit(
                 checkpoint()
                 bar.end_epoch(row, improved, monitor)
                 if stopped:
+                    best = "none" if st["best"] is None else f"{st['best']:.4g}"
                     bar.note(
                         f"early stop: {monitor} did not improve for {cfg.patience} epochs; best "
-                        f"{st['best']:.4g} at epoch {st['best_epoch']}"
+                        f"{best} at epoch {st['best_epoch']}"
                     )
     finally:
         torch.use_deterministic_algorithms(prev_det)
