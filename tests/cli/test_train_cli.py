@@ -9,6 +9,7 @@ needs exists: the torch import dominates most of them and the trainings are tiny
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -23,7 +24,8 @@ import pytest
 import yaml
 from PIL import Image
 
-# torch and cnnkit are imported inside the tests: the subprocesses start without waiting for them
+# (torch and cnnkit are imported inside the tests: the subprocesses need not wait for them)
+
 # one intra-op thread per subprocess: several of them share two cores
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 WORKERS = 3
@@ -65,6 +67,22 @@ class World:
 
     def __getitem__(self, name: str) -> subprocess.CompletedProcess:
         return self.results[name]
+
+    def save(self, path: Path) -> None:
+        results = {
+            k: [list(r.args), r.returncode, r.stdout, r.stderr] for k, r in self.results.items()
+        }
+        dirs = {k: str(v) for k, v in self.dirs.items()}
+        path.write_text(json.dumps({"dirs": dirs, "results": results, "snaps": self.snapshots}))
+
+    @classmethod
+    def load(cls, path: Path) -> World:
+        d = json.loads(path.read_text())
+        return cls(
+            {k: Path(v) for k, v in d["dirs"].items()},
+            {k: subprocess.CompletedProcess(*v) for k, v in d["results"].items()},
+            d["snaps"],
+        )
 
 
 def _run(job: Job) -> subprocess.CompletedProcess:
@@ -160,7 +178,30 @@ TRAIN_ERRORS = {  # id -> the settings (each would train just one silent epoch i
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> World:
-    mk = tmp_path_factory.mktemp
+    """Every command's result, computed once per test session.
+
+    Under pytest-xdist the workers share the session's temporary folder: the first one
+    to get here runs the commands, the others wait for it and read its results.
+    """
+    from filelock import FileLock  # a dependency of torch
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-N/, shared by pytest-N/popen-gw0, popen-gw1, ...
+    saved = base / "train_cli.json"
+    with FileLock(str(base / "train_cli.lock")):
+        if saved.is_file():
+            return World.load(saved)
+        w = _make_world(base / "train_cli")
+        w.save(saved)
+        return w
+
+
+def _make_world(root: Path) -> World:
+    def mk(name: str) -> Path:
+        (root / name).mkdir(parents=True)
+        return root / name
+
     dirs = {
         k: mk(k)
         for k in ("digits", "resume", "data", "raise", "skip", "split", "help", "predict_err")
@@ -359,7 +400,9 @@ def test_digits_run_prints_its_scores_last(world):
     lines = out.rstrip("\n").splitlines()
     assert re.fullmatch(r"test accuracy \d+\.\d%  \(loss \d\.\d{3}, 359 images\)", lines[-2]), lines
     assert lines[-1].startswith("run saved in runs/classify/train/ "), lines[-1]
-    assert _split_sizes(out) == {"train": 1259, "dev": 179, "test": 359}
+    sizes = _split_sizes(out)
+    assert set(sizes) == {"train", "dev", "test"} and sum(sizes.values()) == 1797
+    assert sizes["test"] == 359 and abs(sizes["dev"] - 0.1 * 1797) < 1  # test=0.2, dev=0.1
     assert sum(1 for ln in lines if re.match(r"epoch \d/2 ", ln)) == 2  # verbose=2: a line each
     assert "32x32" in out  # 8x8 digits resized to LeNet-5's input
     assert float(_scores(out)["test"]["acc"]) > 50  # chance is 10%
@@ -405,7 +448,9 @@ def test_digits_run_folder(world):
     scores = _scores(summary)
     assert set(scores) == {"dev", "test"}
     assert scores["dev"]["acc"] == f"{100 * float(best['dev_accuracy']):.1f}"
-    assert int(scores["test"]["n"]) == 359 and int(scores["dev"]["n"]) == 179
+    sizes = _split_sizes(world["digits"].stdout)
+    assert int(scores["test"]["n"]) == 359 == sizes["test"]
+    assert int(scores["dev"]["n"]) == sizes["dev"]
     assert f"{summary.rstrip().splitlines()[-1]}\n" in world["digits"].stdout  # the same lines
 
     state = torch.load(run / "weights" / "last_state.pt", weights_only=True)

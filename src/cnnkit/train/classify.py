@@ -265,10 +265,13 @@ def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
             "start a new run with cfg=" + str(run / "config.yaml") + " instead."
         )
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    saved.update({k: v for k, v in settings.items() if k != "resume"})
-    saved["exist_ok"] = True
-    cfg = TrainConfig.from_dict(saved, source=str(run / "config.yaml"))
+    changes = {k: v for k, v in settings.items() if k != "resume"}
+    saved.update(changes)
+    cfg = TrainConfig.from_dict({**saved, "exist_ok": True}, source=str(run / "config.yaml"))
     data, model, notes = prepare(cfg)
+    if changes:  # config.yaml keeps describing the run as it is now planned
+        text = yaml.safe_dump(saved, sort_keys=False)
+        atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
     return _fit_and_report(cfg, data, model, run, notes, resume=True)
 
 
