@@ -132,7 +132,7 @@ def test_explain_formulas_and_course_order_shapes():
     assert conv1.output_shapes == [(28, 28, 6)]
     assert "n_H = n_W: 28 = floor((32 + 2*0 - 5)/1) + 1" in conv1.formula
     assert "156 = (5*5*1 + 1)*6" in conv1.formula
-    assert [r.output for r in s.rows if r.type in ("Conv2d", "AvgPool2d")] == [
+    assert [r.output for r in s.rows if r.type in ("Conv2d", "MaxPool2d")] == [
         "28x28x6",
         "14x14x6",
         "10x10x16",

@@ -123,13 +123,17 @@ def test_lenet5_is_the_course_network():
     hooks = [
         m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
         for m in model.features
-        if isinstance(m, (nn.Conv2d, nn.AvgPool2d))
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d))
     ]
     model(torch.zeros(1, 1, 32, 32))
     for h in hooks:
         h.remove()
     assert shapes == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5)]
-    assert isinstance(model.features[1], nn.Tanh)
+    # the modern LeNet-5 by default; the 1998 paper's with activation=tanh, pool=avg
+    assert isinstance(model.features[1], nn.ReLU)
+    paper = create("lenet5", activation="tanh", pool="avg")
+    assert isinstance(paper.features[1], nn.Tanh) and isinstance(paper.features[2], nn.AvgPool2d)
+    assert sum(p.numel() for p in paper.parameters()) == 61_706
     assert isinstance(create("lenet5", activation="relu").features[1], nn.ReLU)
     with pytest.raises(CnnkitError, match="32x32"):
         model(torch.zeros(1, 1, 28, 28))
