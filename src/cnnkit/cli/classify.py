@@ -138,6 +138,7 @@ def predict(argv: Sequence[str]) -> int:
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise CnnkitError(f"topk must be a positive integer, got {topk!r}.")
     from cnnkit.train import classify
+    from cnnkit.train.classify import percent
 
     preds = classify.predict(
         opts.get("run"),
@@ -147,6 +148,6 @@ def predict(argv: Sequence[str]) -> int:
         batch=int(opts.get("batch", 64)),
     )
     for p in preds:
-        top = ", ".join(f"{c} {100 * q:.1f}%" for c, q in p.top)
-        print(f"{p.path}: {p.label} {100 * p.prob:.1f}%   top-{len(p.top)}: {top}")
+        top = ", ".join(f"{c} {percent(q)}" for c, q in p.top)
+        print(f"{p.path}: {p.label} {percent(p.prob)}   top-{len(p.top)}: {top}")
     return 0

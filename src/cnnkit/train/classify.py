@@ -205,10 +205,27 @@ def _out_features(model: nn.Module, data: Data) -> int:
     return 1 if data.info.num_classes == 2 else data.info.num_classes
 
 
+def percent(q: float, digits: int = 1) -> str:
+    """``q`` (a fraction) as a percentage that never rounds to 100% or 0% unless exact.
+
+    Args:
+        q: A fraction in [0, 1].
+        digits: Decimals shown when they suffice.
+
+    Returns:
+        For example ``"99.4%"``, ``"99.98%"`` (not ``"100.0%"``), ``"100.0%"`` only for 1.
+    """
+    for d in range(digits, digits + 6):
+        text = f"{100 * q:.{d}f}"
+        if (float(text) != 100 or q >= 1) and (float(text) != 0 or q <= 0):
+            return text + "%"
+    return text + "%"
+
+
 def score_line(split: str, s: Mapping[str, float]) -> str:
     """``test accuracy 99.4%  (loss 0.129, 359 images)``: a split's result, said plainly."""
-    acc, loss, n = 100 * s["accuracy"], s["loss"], int(s["n"])
-    return f"{split} accuracy {acc:.1f}%  (loss {loss:.3f}, {n:,} images)"
+    loss, n = s["loss"], int(s["n"])
+    return f"{split} accuracy {percent(s['accuracy'])}  (loss {loss:.3f}, {n:,} images)"
 
 
 def train(cfg: TrainConfig | None = None, **settings: Any) -> RunResult:
@@ -283,7 +300,9 @@ def _fit_and_report(
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 160)
-    say = (lambda s: console.print(s, markup=False)) if cfg.verbose else (lambda s: None)
+    say = (
+        (lambda s: console.print(s, markup=False, soft_wrap=True)) if cfg.verbose else (lambda s: None)
+    )
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits().items())
     say(
         f"{'resuming' if resume else 'training'} {cfg.model} on {data.info.name} "

@@ -83,7 +83,7 @@ class Progress:
     def note(self, text: str) -> None:
         """Print a line (unless silent)."""
         if self.verbose:
-            self.console.print(text, markup=False)
+            self.console.print(text, markup=False, soft_wrap=True)
 
     def start_epoch(self, epoch: int, done: int) -> None:
         """Begin epoch ``epoch`` (0-based), ``done`` batches already trained (after a resume)."""
@@ -119,4 +119,4 @@ class Progress:
             self._bar.update(self._task, completed=self.steps, text=text)
             self._bar.stop_task(self._task)
         else:
-            self.console.print(f"epoch {self._ep}  {text}", markup=False)
+            self.console.print(f"epoch {self._ep}  {text}", markup=False, soft_wrap=True)
