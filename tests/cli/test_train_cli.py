@@ -163,6 +163,8 @@ def _write_digit_pngs(folder: Path, n: int = 20) -> dict[str, int]:
 
 # --- every command, started once ------------------------------------------------------------------
 
+LONG_NAME = "a_run_name_longer_than_any_terminal_" * 6
+
 TRAIN_ERRORS = {  # id -> the settings (each would train just one silent epoch if accepted)
     "lr": ("lr=-1", "epochs=1", "verbose=0"),
     "epochs": ("epochs=0", "verbose=0"),
@@ -255,6 +257,7 @@ def _make_world(root: Path) -> World:
             (
                 *("classify", "train", "--data", str(data / "split"), "--model", "lenet5"),
                 *("--epochs", "1", "--batch", "64", "--verbose", "2"),
+                *("--name", LONG_NAME),  # longer than any terminal: lines must not wrap
             ),
             dirs["split"],
         ),
@@ -549,7 +552,13 @@ def test_split_image_folder_val_is_dev_and_images_are_resized(world):
     assert _split_sizes(out) == {"train": 36, "dev": 36}  # val/ is the dev split, no test carved
     note = next(ln for ln in out.splitlines() if ln.startswith("input "))
     assert "32x32" in note and "16x16" in note, note
-    run = world.dirs["split"] / "runs" / "classify" / "train"
+    run = world.dirs["split"] / "runs" / "classify" / LONG_NAME
+    lines = out.rstrip("\n").splitlines()
+    assert lines[0].endswith(f" -> runs/classify/{LONG_NAME}"), lines[0]  # one line each
+    assert lines[-1] == (
+        f"run saved in runs/classify/{LONG_NAME}/ (cnnkit val run=runs/classify/{LONG_NAME}; "
+        f"cnnkit predict run=runs/classify/{LONG_NAME} source=IMAGE)"
+    ), lines[-1]
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["size"] == [32, 32]
     assert cfg["model"] == "lenet5" and cfg["epochs"] == 1 and cfg["batch"] == 64

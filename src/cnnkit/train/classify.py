@@ -300,9 +300,11 @@ def _fit_and_report(
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 160)
-    say = (
-        (lambda s: console.print(s, markup=False, soft_wrap=True)) if cfg.verbose else (lambda s: None)
-    )
+
+    def say(line: str) -> None:
+        if cfg.verbose:
+            console.print(line, markup=False, soft_wrap=True)
+
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits().items())
     say(
         f"{'resuming' if resume else 'training'} {cfg.model} on {data.info.name} "
