@@ -158,17 +158,7 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
         else:
             size = getattr(probe, "input_size", None)
             size = tuple(size[:2]) if size else native
-    data = load(
-        cfg.data,
-        size=size,
-        dev=cfg.dev,
-        test=cfg.test,
-        train_dev=cfg.train_dev,
-        seed=cfg.seed,
-        data_dir=cfg.data_dir,
-        download=cfg.download,
-        on_error=cfg.on_error,
-    )
+    data = _load_splits(cfg, size)
     if data.info.skipped:
         notes.append(
             f"skipped {len(data.info.skipped)} undecodable image(s) (on_error=skip), "
@@ -203,6 +193,21 @@ def _out_features(model: nn.Module, data: Data) -> int:
     if callable(get):
         return int(get().out_features)
     return 1 if data.info.num_classes == 2 else data.info.num_classes
+
+
+def _load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
+    """The run's data and splits, as its settings name them (the same seed, the same split)."""
+    return load(
+        cfg.data,
+        size=size,
+        dev=cfg.dev,
+        test=cfg.test,
+        train_dev=cfg.train_dev,
+        seed=cfg.seed,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        on_error=cfg.on_error,
+    )
 
 
 def percent(q: float, digits: int = 1) -> str:
@@ -435,16 +440,7 @@ def evaluate(
         d = data
     elif data is None and run is not None:
         cfg = TrainConfig.from_dict(yaml.safe_load((Path(run) / "config.yaml").read_text()))
-        d = load(
-            cfg.data,
-            size=pre.size,
-            dev=cfg.dev,
-            test=cfg.test,
-            train_dev=cfg.train_dev,
-            seed=cfg.seed,
-            data_dir=cfg.data_dir,
-            on_error=cfg.on_error,
-        )
+        d = _load_splits(cfg, pre.size)
     elif data is not None:
         d = load(data, size=pre.size, channels=pre.channels)
     else:
