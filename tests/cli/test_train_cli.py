@@ -161,6 +161,34 @@ def _write_digit_pngs(folder: Path, n: int = 20) -> dict[str, int]:
     return truth
 
 
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """A uint8 array as an extracted IDX file (magic 0x0000080N, big-endian dimensions)."""
+    head = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    path.write_bytes(head + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def _write_idx_folder(folder: Path, n_train: int = 300, n_test: int = 50) -> None:
+    """MNIST's layout, extracted, with the dotted names some mirrors use
+    (``train-images.idx3-ubyte``): scikit-learn's digits scaled to 16x16 in a 28x28 frame."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    small = torch.from_numpy(d.images[: n_train + n_test].astype(np.float32) * (255 / 16))
+    big = F.interpolate(small[:, None], size=(16, 16), mode="bilinear")[:, 0]  # (N,1,16,16)->(N,16,16)
+    x = np.zeros((n_train + n_test, 28, 28), np.uint8)
+    x[:, 6:22, 6:22] = big.round().clamp(0, 255).numpy().astype(np.uint8)
+    y = d.target[: n_train + n_test].astype(np.uint8)
+    folder.mkdir(parents=True)
+    _write_idx(folder / "train-images.idx3-ubyte", x[:n_train])
+    _write_idx(folder / "train-labels.idx1-ubyte", y[:n_train])
+    _write_idx(folder / "t10k-images.idx3-ubyte", x[n_train:])
+    _write_idx(folder / "t10k-labels.idx1-ubyte", y[n_train:])
+
+
 # --- every command, started once ------------------------------------------------------------------
 
 LONG_NAME = "a_run_name_longer_than_any_terminal_" * 6
@@ -206,7 +234,10 @@ def _make_world(root: Path) -> World:
 
     dirs = {
         k: mk(k)
-        for k in ("digits", "resume", "data", "raise", "skip", "split", "help", "predict_err")
+        for k in (
+            *("digits", "resume", "data", "raise", "skip", "split", "help", "predict_err"),
+            "idx",
+        )
     }
     data = dirs["data"]
     _write_colour_folder(data / "flat")
@@ -215,6 +246,7 @@ def _make_world(root: Path) -> World:
     for split in ("train", "val"):
         _write_colour_folder(data / "split" / split)
     (data / "empty_data").mkdir()
+    _write_idx_folder(data / "idx")
 
     D, R = dirs["digits"], dirs["resume"]
     run_abs = D / "runs" / "classify" / "train"
@@ -262,6 +294,9 @@ def _make_world(root: Path) -> World:
             dirs["split"],
         ),
         "val_err": Job(("val", "run=nope"), mk("val_err")),
+        "idx": Job(
+            ("train", "model=lenet5", f"data={data / 'idx'}", "verbose=2"), dirs["idx"]
+        ),
     }
     for key, args in TRAIN_ERRORS.items():
         dirs[f"err_{key}"] = mk(f"err_{key}")
@@ -463,6 +498,20 @@ def test_digits_run_folder(world):
     assert set(state["model"]) == set(last)
     for k, v in last.items():
         assert torch.equal(state["model"][k], v), k
+
+
+def test_mnist_style_idx_folder_trains_lenet5(world):
+    """An MNIST-layout folder (extracted IDX files, dotted names) trains with the defaults:
+    the 28x28 images are resized to LeNet-5's 32x32, the t10k files are the test split,
+    and the default recipe learns the digits from 270 images."""
+    out = _ok(world["idx"])
+    sizes = _split_sizes(out)
+    assert sizes == {"train": 270, "dev": 30, "test": 50}  # dev = 10% of train, stratified
+    assert "input 32x32: lenet5's input size (the data's 28x28 does not fit it)" in out
+    scores = _scores(out)
+    assert scores["test"]["n"] == "50" and scores["dev"]["n"] == "30"
+    assert "epochs=auto: 60 epochs of 9 steps" in out
+    assert float(scores["test"]["acc"]) >= 85.0  # 96.0% when written; 10% is chance
 
 
 def test_val_reproduces_the_test_score(world):
