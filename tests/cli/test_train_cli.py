@@ -178,7 +178,9 @@ def _write_idx_folder(folder: Path, n_train: int = 300, n_test: int = 50) -> Non
 
     d = load_digits()
     small = torch.from_numpy(d.images[: n_train + n_test].astype(np.float32) * (255 / 16))
-    big = F.interpolate(small[:, None], size=(16, 16), mode="bilinear")[:, 0]  # (N,1,16,16)->(N,16,16)
+    big = F.interpolate(small[:, None], size=(16, 16), mode="bilinear")[
+        :, 0
+    ]  # (N,1,16,16)->(N,16,16)
     x = np.zeros((n_train + n_test, 28, 28), np.uint8)
     x[:, 6:22, 6:22] = big.round().clamp(0, 255).numpy().astype(np.uint8)
     y = d.target[: n_train + n_test].astype(np.uint8)
@@ -294,9 +296,7 @@ def _make_world(root: Path) -> World:
             dirs["split"],
         ),
         "val_err": Job(("val", "run=nope"), mk("val_err")),
-        "idx": Job(
-            ("train", "model=lenet5", f"data={data / 'idx'}", "verbose=2"), dirs["idx"]
-        ),
+        "idx": Job(("train", "model=lenet5", f"data={data / 'idx'}", "verbose=2"), dirs["idx"]),
     }
     for key, args in TRAIN_ERRORS.items():
         dirs[f"err_{key}"] = mk(f"err_{key}")
