@@ -178,9 +178,8 @@ def _write_idx_folder(folder: Path, n_train: int = 300, n_test: int = 50) -> Non
 
     d = load_digits()
     small = torch.from_numpy(d.images[: n_train + n_test].astype(np.float32) * (255 / 16))
-    big = F.interpolate(small[:, None], size=(16, 16), mode="bilinear")[
-        :, 0
-    ]  # (N,1,16,16)->(N,16,16)
+    big = F.interpolate(small[:, None], size=(16, 16), mode="bilinear")
+    big = big[:, 0]  # (N, 1, 16, 16) -> (N, 16, 16)
     x = np.zeros((n_train + n_test, 28, 28), np.uint8)
     x[:, 6:22, 6:22] = big.round().clamp(0, 255).numpy().astype(np.uint8)
     y = d.target[: n_train + n_test].astype(np.uint8)
