@@ -442,7 +442,7 @@ def test_broken_image_skip_lists_it(tmp_path):
     bad = tmp_path / "b" / "a" / "broken.png"
     bad.write_bytes(b"not a png")
     d = load(str(tmp_path / "b"), on_error="skip", dev=0.1, test=0.2)
-    assert d.info.skipped == [str(bad)]
+    assert [s.path for s in d.info.skipped] == [str(bad)]
     assert_partition(d, set(files))
 
 

@@ -19,18 +19,31 @@ from cnnkit.data.datasets import (
     stratified_split,
 )
 from cnnkit.data.formats import read_cifar, read_digits, read_idx, read_mnist
-from cnnkit.data.images import decode_image
-from cnnkit.data.sources import DATASETS, default_data_dir, load, resolve_source
+from cnnkit.data.images import BadFile, ImageDecodeError, decode_image
+from cnnkit.data.sources import (
+    DATASETS,
+    MAX_BAD_FRACTION,
+    FolderReport,
+    check_folder,
+    default_data_dir,
+    load,
+    resolve_source,
+)
 
 __all__ = [
     "DATASETS",
+    "MAX_BAD_FRACTION",
     "Augment",
+    "BadFile",
     "Data",
     "DataInfo",
+    "FolderReport",
+    "ImageDecodeError",
     "ImageSet",
     "Preprocess",
     "TensorBatches",
     "channel_stats",
+    "check_folder",
     "decode_image",
     "default_data_dir",
     "default_workers",

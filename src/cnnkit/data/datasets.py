@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cnnkit.data.images import BadFile
 from cnnkit.errors import CnnkitError
 
 __all__ = [
@@ -161,7 +162,8 @@ class DataInfo:
         preprocess: Size, channels and train-set mean/std.
         native_size: ``(n_H, n_W)`` of the source images (before resizing).
         source: Where the files came from.
-        skipped: Files left out with ``on_error=skip``.
+        skipped: Files left out with ``on_error=skip``, each a
+            :class:`~cnnkit.data.images.BadFile` ``(path, reason)``.
         splits_from: How each split was obtained (``"source"`` or ``"carved from train"``).
     """
 
@@ -170,7 +172,7 @@ class DataInfo:
     preprocess: Preprocess
     native_size: tuple[int, int]
     source: str = ""
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[BadFile] = field(default_factory=list)
     splits_from: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,9 +1,15 @@
-"""``cnnkit.data.load``: a dataset by name or folder, split into train / dev / test / train-dev."""
+"""``cnnkit.data.load``: a dataset by name or folder, split into train / dev / test / train-dev.
+
+Also ``cnnkit.data.check_folder``: every file of an ImageFolder decoded (the checks
+``load`` applies), counted per split and class, the bad ones listed with their reasons.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,23 @@ from cnnkit.data.datasets import (
     stratified_split,
 )
 from cnnkit.data.formats import find_cifar, find_idx, read_cifar, read_digits, read_mnist
-from cnnkit.data.images import IMAGE_SUFFIXES, decode_image, to_channels
+from cnnkit.data.images import (
+    ALLOWED_FORMATS,
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    BadFile,
+    ImageDecodeError,
+    decode_image,
+    to_channels,
+)
 from cnnkit.errors import CnnkitError, unknown_name
 
-__all__ = ["DATASETS", "load", "resolve_source"]
+__all__ = ["DATASETS", "MAX_BAD_FRACTION", "FolderReport", "check_folder", "load", "resolve_source"]
+
+#: Default ``max_bad_fraction``: with ``on_error=skip``, a folder where more than 5% of
+#: the image files cannot be decoded stops the load. A few broken downloads are left
+#: out; a systematic failure (the wrong format, a half-copied folder) is not trained on.
+MAX_BAD_FRACTION = 0.05
 
 #: Named datasets: name -> (format, folder name under data_dir, how to get the files)
 DATASETS: dict[str, tuple[str, str]] = {
@@ -126,6 +145,8 @@ def load(
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
     on_error: str = "raise",
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+    max_pixels: int = MAX_PIXELS,
 ) -> Data:
     """Load a dataset into memory, split into train / dev / test (and train-dev).
 
@@ -148,13 +169,27 @@ def load(
         data_dir: Folder of named datasets (default ``$CNNKIT_DATA`` or ``./data``).
         download: Download a named dataset through torchvision when it is missing.
         on_error: ``"raise"`` (an undecodable image stops with its path) or ``"skip"``
-            (left out and counted in ``info.skipped``).
+            (left out and listed with its reason in ``info.skipped``).
+        max_bad_fraction: With ``on_error="skip"``: the largest fraction (0-1) of an
+            ImageFolder's files that may be undecodable; above it the load stops, naming
+            the count, the fraction and the first bad file.
+        max_pixels: Largest image (``n_H * n_W``) decoded from an ImageFolder; larger
+            files are refused from their header (decompression bombs).
 
     Returns:
         :class:`Data` with ``train``, ``dev``, ``test``, ``train_dev`` and ``info``.
     """
     if on_error not in ("raise", "skip"):
         raise unknown_name("on_error", str(on_error), ["raise", "skip"])
+    if (
+        isinstance(max_bad_fraction, bool)
+        or not isinstance(max_bad_fraction, (int, float))
+        or not 0 <= max_bad_fraction <= 1
+    ):
+        raise CnnkitError(
+            f"max_bad_fraction must be a number from 0 to 1, got {max_bad_fraction!r}; "
+            "e.g. max_bad_fraction=0.05."
+        )
     if channels not in (None, 1, 3):
         raise CnnkitError(f"channels must be 1 or 3, got {channels!r}.")
     if isinstance(size, int):
@@ -163,7 +198,7 @@ def load(
         raise CnnkitError(f"size must be a positive int or (n_H, n_W), got {size!r}.")
     kind, folder = resolve_source(source, data_dir)
     name = str(source).lower() if str(source).lower() in DATASETS else Path(str(source)).name
-    skipped: list[str] = []
+    skipped: list[BadFile] = []
     ids: dict[str, list[str]] | None = None
     if kind == "digits":
         x, y = read_digits()
@@ -172,7 +207,9 @@ def load(
         where = "sklearn.datasets.load_digits"
     elif kind == "folder":
         assert folder is not None
-        pools, classes, ids, skipped = _read_image_folder(folder, channels, on_error)
+        pools, classes, ids, skipped = _read_image_folder(
+            folder, channels, on_error, max_bad_fraction, max_pixels
+        )
         where = str(folder)
     else:
         if folder is None:
@@ -214,9 +251,16 @@ def _download_or_explain(name: str, kind: str, data_dir: Any, download: bool) ->
     return root
 
 
-def _read_image_folder(
-    root: Path, channels: int | None, on_error: str
-) -> tuple[dict, list[str], dict[str, list[str]], list[str]]:
+def _list_image_folder(
+    root: Path,
+) -> tuple[list[str], dict[str, Path], dict[str, list[tuple[Path, int]]]]:
+    """The layout of an ImageFolder, without decoding anything.
+
+    Returns:
+        ``(classes, folders, files)``: the class names (from train/ or the root),
+        ``split -> folder`` and ``split -> [(file, class index), ...]``; the split is
+        ``"all"`` for a flat ``root/<class>/*`` folder.
+    """
     subdirs = {
         d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
     }
@@ -266,21 +310,28 @@ def _read_image_folder(
         raise CnnkitError(
             f"class folder(s) {empty} in {str(base)!r} hold no images (.png, .jpg, ...)."
         )
+    return classes, layout, files
+
+
+def _read_image_folder(
+    root: Path, channels: int | None, on_error: str, max_bad_fraction: float, max_pixels: int
+) -> tuple[dict, list[str], dict[str, list[str]], list[BadFile]]:
+    classes, _, files = _list_image_folder(root)
     if channels is None:
         channels = _guess_channels([p for p, _ in next(iter(files.values()))[:64]])
     pools: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ids: dict[str, list[str]] = {}
-    skipped: list[str] = []
+    skipped: list[BadFile] = []
     sizes = Counter()
     for split, found in files.items():
         arrays, labels, names = [], [], []
         for path, label in found:
             try:
-                a = decode_image(path, channels)
-            except CnnkitError:
+                a = decode_image(path, channels, max_pixels=max_pixels)
+            except ImageDecodeError as e:
                 if on_error == "raise":
                     raise
-                skipped.append(str(path))
+                skipped.append(BadFile(e.path, e.reason))
                 continue
             arrays.append(a)
             labels.append(label)
@@ -288,6 +339,15 @@ def _read_image_folder(
             sizes[a.shape[:2]] += 1
         pools[split] = (arrays, np.asarray(labels, dtype=np.int64))  # type: ignore[assignment]
         ids[split] = names
+    total = sum(len(found) for found in files.values())
+    if skipped and len(skipped) / total > max_bad_fraction:
+        first = skipped[0]
+        raise CnnkitError(
+            f"{len(skipped)} of {total} image files ({_percent(len(skipped), total)}) in "
+            f"{str(root)!r} cannot be decoded, more than max_bad_fraction={max_bad_fraction:g} "
+            f"allows; the first is {first.path!r} ({first.reason}), and `cnnkit data check "
+            f"{root}` lists them all."
+        )
     if not sizes:
         raise CnnkitError(f"no image in {str(root)!r} could be decoded.")
     common = sizes.most_common(1)[0][0]
@@ -308,7 +368,7 @@ def _guess_channels(paths: list[Path]) -> int:
 
     for p in paths:
         try:
-            with Image.open(p) as im:
+            with Image.open(p, formats=ALLOWED_FORMATS) as im:
                 if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
                     return 3
         except Exception:  # decoded (and reported) later
@@ -322,7 +382,7 @@ def _build(
     classes: list[str],
     ids: dict[str, list[str]] | None,
     where: str,
-    skipped: list[str],
+    skipped: list[BadFile],
     size: tuple[int, int] | None,
     channels: int | None,
     dev: float | int,
@@ -403,3 +463,133 @@ def _build(
 def _take(x: torch.Tensor, y: torch.Tensor, names: list[str], idx: np.ndarray):
     t = torch.as_tensor(idx, dtype=torch.long)
     return x[t], y[t], [names[i] for i in idx]
+
+
+def _percent(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "0%"
+
+
+@dataclass
+class FolderReport:
+    """What :func:`check_folder` found: files per split and class, and the bad ones.
+
+    Attributes:
+        root: The folder checked.
+        classes: Class names (from ``train/`` or the root).
+        folders: Split -> its folder (``"all"`` -> the root for a flat folder).
+        counts: Split -> class -> image files that decode.
+        bad_counts: Split -> class -> image files that do not.
+        bad: The files that do not decode, with their reasons, in walk order.
+    """
+
+    root: str
+    classes: list[str]
+    folders: dict[str, str]
+    counts: dict[str, dict[str, int]]
+    bad_counts: dict[str, dict[str, int]]
+    bad: list[BadFile] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every image file decodes."""
+        return not self.bad
+
+    @property
+    def n_files(self) -> int:
+        """Image files found (good and bad)."""
+        return sum(sum(c.values()) for c in self.counts.values()) + len(self.bad)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types, for JSON."""
+        return asdict(self)
+
+    def to_text(self) -> str:
+        """The report as ``cnnkit data check`` prints it.
+
+        Returns:
+            A table of images per split and class, the bad files with their reasons,
+            and a closing line saying what to do.
+        """
+        names = {s: Path(f).name if s != "all" else "all" for s, f in self.folders.items()}
+        w_split = max(len("split"), *(len(n) for n in names.values()))
+        w_class = max(len("class"), *(len(c) for c in self.classes))
+        lines = [
+            f"{self.root}: {len(self.classes)} classes, {self.n_files:,} image files",
+            f"{'split':<{w_split}}  {'class':<{w_class}}  {'images':>7}  {'bad':>5}",
+        ]
+        for split in self.counts:
+            for c in self.classes:
+                good, bad = self.counts[split][c], self.bad_counts[split][c]
+                lines.append(f"{names[split]:<{w_split}}  {c:<{w_class}}  {good:>7,}  {bad:>5,}")
+        if self.ok:
+            lines.append(f"all {self.n_files:,} image files decode.")
+            return "\n".join(lines) + "\n"
+        lines.append(f"bad files ({len(self.bad):,}):")
+        lines += [f"  {b.path}: {b.reason}" for b in self.bad]
+        frac = len(self.bad) / self.n_files
+        how = "train with on_error=skip"
+        if frac > MAX_BAD_FRACTION:
+            how += f" max_bad_fraction={math.ceil(frac * 100) / 100:g}"
+        how += " to leave them out"
+        lines.append(
+            f"{len(self.bad):,} of {self.n_files:,} image files "
+            f"({_percent(len(self.bad), self.n_files)}) cannot be decoded: fix or remove them, "
+            f"or {how}."
+        )
+        return "\n".join(lines) + "\n"
+
+
+def check_folder(
+    root: str | os.PathLike, *, channels: int | None = None, max_pixels: int = MAX_PIXELS
+) -> FolderReport:
+    """Decode every file of an ImageFolder, as :func:`load` would, and report the bad ones.
+
+    The layout rules are :func:`load`'s: ``root/<class>/*`` or
+    ``root/{train,dev|val,test}/<class>/*``. A folder whose report is ``ok`` loads with
+    ``on_error="raise"``.
+
+    Args:
+        root: The ImageFolder.
+        channels: 1 or 3 (None: guessed from the images, as :func:`load` does).
+        max_pixels: Largest image (``n_H * n_W``) decoded; larger files are reported.
+
+    Returns:
+        A :class:`FolderReport` (``report.ok``, ``report.bad``, ``report.to_text()``).
+
+    Raises:
+        CnnkitError: If ``root`` does not exist or is not laid out as an ImageFolder.
+    """
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise CnnkitError(
+            f"folder {str(root)!r} {what}; pass an ImageFolder laid out as DIR/<class>/*.png "
+            "or DIR/train/<class>/*.png."
+        )
+    if channels not in (None, 1, 3):
+        raise CnnkitError(f"channels must be 1 or 3, got {channels!r}.")
+    classes, layout, files = _list_image_folder(folder)
+    if channels is None:
+        channels = _guess_channels([p for p, _ in next(iter(files.values()))[:64]])
+    order = ("all", "train", "dev", "test")
+    files = {s: files[s] for s in sorted(files, key=order.index)}
+    counts = {s: dict.fromkeys(classes, 0) for s in files}
+    bad_counts = {s: dict.fromkeys(classes, 0) for s in files}
+    bad: list[BadFile] = []
+    for split, found in files.items():
+        for path, label in found:
+            try:
+                decode_image(path, channels, max_pixels=max_pixels)
+            except ImageDecodeError as e:
+                bad.append(BadFile(e.path, e.reason))
+                bad_counts[split][classes[label]] += 1
+            else:
+                counts[split][classes[label]] += 1
+    return FolderReport(
+        root=str(root),
+        classes=classes,
+        folders={s: str(f) for s, f in layout.items()},
+        counts=counts,
+        bad_counts=bad_counts,
+        bad=bad,
+    )

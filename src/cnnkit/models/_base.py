@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cnnkit._safe_io import check_size, torch_load
 from cnnkit.errors import CnnkitError, unknown_name
 
 __all__ = [
@@ -140,7 +142,6 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-_MAX_WEIGHTS_BYTES = 4 * 1024**3
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -149,23 +150,31 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(e).__name__
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+# set by ``create(..., trust_pickle=True)`` for the duration of one build
+TRUST_PICKLE: ContextVar[bool] = ContextVar("cnnkit_trust_pickle", default=False)
+
+
+def read_state_dict(
+    path: str | os.PathLike, *, trust_pickle: bool | None = None
+) -> dict[str, torch.Tensor]:
     """Read weights from a ``.safetensors`` file or a ``.pth/.pt`` (``weights_only=True``).
+
+    The size is checked before reading; a pickle holding Python objects is refused
+    (never run) unless ``trust_pickle`` is true, and then loaded with a warning.
 
     Args:
         path: The file.
+        trust_pickle: Load a ``.pth``/``.pt`` full pickle (runs any code in it); None:
+            the setting of the ``create`` call in progress (default False).
 
     Returns:
         The state dict (tensors on the CPU).
 
     Raises:
-        CnnkitError: If the file is missing, too large, or not a weights file.
+        CnnkitError: If the file is missing, too large, a refused pickle, or not a
+            weights file.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CnnkitError(f"weights file {str(p)!r} does not exist; check the path.")
-    if p.stat().st_size > _MAX_WEIGHTS_BYTES:
-        raise CnnkitError(f"weights file {str(p)!r} is larger than 4 GiB; refusing to load it.")
+    p = check_size(path, "weights file")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -177,20 +186,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "a safetensors file?)."
             ) from None
     if p.suffix in {".pth", ".pt", ".bin"}:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle payloads with globals, torn files, ...
-            if "weights_only" in str(e) or "global" in str(e).lower():
-                raise CnnkitError(
-                    f"{str(p)!r} holds Python objects (a pickle), which cnnkit never runs; "
-                    "re-save it as a state dict of tensors, or as .safetensors."
-                ) from None
-            raise CnnkitError(
-                f"cannot read {str(p)!r} as plain weights: {_first_line(e)} (truncated?)."
-            ) from None
+        trust = TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
+        obj = torch_load(p, "weights file", trust_pickle=trust, fix=" (truncated?)")
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
+        if isinstance(obj, nn.Module) and trust:  # a whole pickled model: take its weights
+            obj = obj.state_dict()
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CnnkitError(f"{str(p)!r} does not hold a state dict of tensors.")
         return obj

@@ -149,6 +149,8 @@ def create(
     num_classes: int | None = None,
     in_channels: int | None = None,
     weights: str | None = None,
+    *,
+    trust_pickle: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, or a network from a layer-list YAML file.
@@ -160,6 +162,9 @@ def create(
         weights: ``None`` (random init), a local ``.safetensors`` file, a
             torchvision ``.pth`` (read with ``weights_only=True``), or a
             torchvision weights name such as ``"IMAGENET1K_V1"`` or ``"DEFAULT"``.
+        trust_pickle: Allow a ``.pth``/``.pt`` that holds Python objects (a full pickle,
+            which runs any code it contains) to load, with a warning. Off by default: such
+            files are refused and never run.
         **kwargs: Family-specific options (e.g. ``small_input=True`` for ResNets,
             ``alpha=0.5`` for MobileNet v1, ``activation="relu"`` for LeNet-5).
 
@@ -171,6 +176,22 @@ def create(
         CnnkitError: For an unknown name (with a suggestion), bad options or
             unusable weights.
     """
+    from cnnkit.models._base import TRUST_PICKLE
+
+    token = TRUST_PICKLE.set(bool(trust_pickle))
+    try:
+        return _create(name, num_classes, in_channels, weights, kwargs)
+    finally:
+        TRUST_PICKLE.reset(token)
+
+
+def _create(
+    name: str,
+    num_classes: int | None,
+    in_channels: int | None,
+    weights: str | None,
+    kwargs: dict[str, Any],
+) -> nn.Module:
     if str(name).endswith((".yaml", ".yml")):
         return _create_from_yaml(str(name), num_classes, in_channels, weights, kwargs)
     info = get_model_info(name)

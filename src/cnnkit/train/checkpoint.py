@@ -10,10 +10,22 @@
 - Every file carries a SHA-256 digest of its content (tensor names, dtypes, shapes,
   bytes and metadata). torch's zip reader does not check its CRCs and safetensors has
   no checksum, so a flipped byte would otherwise load as silently wrong numbers.
+- A checkpoint of several files (``last``: weights and training state; ``best``:
+  weights) is committed as one unit by its manifest, ``NAME.manifest.json`` (format
+  version, cnnkit version, architecture, epoch, step, and the size and SHA-256 of each
+  file). The protocol: each file is written to ``.FILE.pending`` and fsync'ed; then the
+  manifest is written atomically (the commit point); then the pending files are renamed
+  into place. A crash before the commit leaves the previous checkpoint, whole and
+  matching its manifest; a crash after it is finished on the next load (the pending
+  files match the new manifest and are renamed). A file that matches neither is an
+  error naming the file and the field; nothing falls back silently to an older file.
+- Files are replaced by rename, never rewritten in place, so a reader that has the old
+  file open or memory-mapped (safetensors does) keeps reading the old bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -24,6 +36,7 @@ from typing import Any
 
 import torch
 
+from cnnkit._safe_io import check_size, first_line, torch_load
 from cnnkit.errors import CnnkitError
 
 __all__ = [
@@ -31,13 +44,25 @@ __all__ = [
     "atomic_write",
     "load_state",
     "load_weights_file",
+    "manifest_path",
+    "remove_leftovers",
+    "save_checkpoint",
     "save_state",
     "save_weights",
+    "state_bytes",
+    "verify_checkpoint",
+    "weights_bytes",
 ]
 
 FORMAT = "cnnkit-checkpoint"
 FORMAT_VERSION = 1
-_MAX_BYTES = 4 * 2**30
+MANIFEST_FORMAT = "cnnkit-manifest"
+MANIFEST_VERSION = 1
+_MAX_MANIFEST_BYTES = 2**20
+
+
+def _crash_point(stage: str, path: Path) -> None:
+    """Called at each step of a checkpoint commit; the crash tests replace it to kill there."""
 
 
 class CheckpointError(CnnkitError):
@@ -59,18 +84,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _crash_point("fsynced", tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover (platforms without directory fds)
         return
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _hash_tensor(h: Any, name: str, t: torch.Tensor) -> None:
@@ -98,22 +137,15 @@ def _digest(obj: Any, h: Any | None = None, key: str = "") -> str:
     return h.hexdigest() if top else ""
 
 
-def _check_size(p: Path, what: str) -> None:
-    if not p.is_file():
-        raise CheckpointError(f"{what} {str(p)!r} does not exist; check the run folder.")
-    if p.stat().st_size > _MAX_BYTES:
-        raise CheckpointError(f"{what} {str(p)!r} is larger than 4 GiB; refusing to load it.")
-
-
-def save_weights(
-    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
-) -> None:
-    """Save weights as ``.safetensors`` with JSON metadata and a content digest, atomically.
+def weights_bytes(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
+    """A ``.safetensors`` file's bytes, with JSON metadata and a content digest.
 
     Args:
-        path: Target ``.safetensors`` file.
         state_dict: The model's tensors.
         metadata: Plain values (architecture, preprocessing, class names, ...).
+
+    Returns:
+        The file content.
     """
     from safetensors.torch import save
 
@@ -121,7 +153,20 @@ def save_weights(
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     meta.update({k: json.dumps(v) for k, v in metadata.items()})
     meta["sha256"] = _digest({"tensors": tensors, "meta": meta})
-    blob = save(tensors, metadata=meta)
+    return save(tensors, metadata=meta)
+
+
+def save_weights(
+    path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
+) -> None:
+    """Save one standalone ``.safetensors`` weights file, atomically (no manifest).
+
+    Args:
+        path: Target ``.safetensors`` file.
+        state_dict: The model's tensors.
+        metadata: Plain values (architecture, preprocessing, class names, ...).
+    """
+    blob = weights_bytes(state_dict, metadata)
     atomic_write(path, lambda f: f.write(blob))
 
 
@@ -141,16 +186,14 @@ def load_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     """
     from safetensors import safe_open
 
-    p = Path(path)
-    _check_size(p, "weights file")
+    p = check_size(path, "weights file", error=CheckpointError)
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"weights file {str(p)!r} is damaged or not a safetensors file ({first}); "
+            f"weights file {str(p)!r} is damaged or not a safetensors file ({first_line(e)}); "
             "restore it from a good copy or retrain."
         ) from None
     stored = meta.pop("sha256", None)
@@ -170,18 +213,31 @@ def load_weights_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     return tensors, out
 
 
-def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """Save a training state (tensors and plain values only) with a digest, atomically.
+def state_bytes(state: Mapping[str, Any]) -> bytes:
+    """A training-state file's bytes (``torch.save`` of plain values) with a digest.
 
     Args:
-        path: Target file (``.pt``); it loads with ``torch.load(weights_only=True)``.
         state: Nested dicts/lists of tensors, numbers, strings, bools and None.
+
+    Returns:
+        The file content; it loads with ``torch.load(weights_only=True)``.
     """
     obj = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     obj["sha256"] = _digest(obj)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    return buf.getvalue()
+
+
+def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Save one standalone training state with a digest, atomically (no manifest).
+
+    Args:
+        path: Target file (``.pt``); it loads with ``torch.load(weights_only=True)``.
+        state: Nested dicts/lists of tensors, numbers, strings, bools and None.
+    """
+    blob = state_bytes(state)
+    atomic_write(path, lambda f: f.write(blob))
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -197,21 +253,8 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: If the file is missing, torn, altered or holds Python objects.
     """
     p = Path(path)
-    _check_size(p, "state file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        text = str(e)
-        if "weights_only" in text or "global" in text.lower():
-            raise CheckpointError(
-                f"state file {str(p)!r} holds Python objects (a pickle), which cnnkit never "
-                "runs; it was not written by cnnkit."
-            ) from None
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise CheckpointError(
-            f"state file {str(p)!r} is damaged ({first}); restore it from a good copy or "
-            "start a new run."
-        ) from None
+    fix = "; restore it from a good copy or start a new run"
+    obj = torch_load(p, "state file", trust_pickle=None, error=CheckpointError, fix=fix)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r} is not a cnnkit training state.")
     stored = obj.pop("sha256", None)
@@ -226,3 +269,203 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
             "to read it."
         )
     return obj
+
+
+def manifest_path(folder: str | os.PathLike, name: str) -> Path:
+    """The manifest of checkpoint ``name`` (``last``, ``best``) in ``folder``."""
+    return Path(folder) / f"{name}.manifest.json"
+
+
+def _pending(final: Path) -> Path:
+    return final.with_name(f".{final.name}.pending")
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    name: str,
+    files: Mapping[str, bytes],
+    info: Mapping[str, Any],
+) -> Path:
+    """Commit several files as one checkpoint, described by ``NAME.manifest.json``.
+
+    Each file is written to ``.FILE.pending`` and fsync'ed; the manifest (with each
+    file's size and SHA-256) is then written atomically, which commits the checkpoint;
+    the pending files are then renamed into place. Killed at any point, the folder holds
+    either the previous checkpoint or the new one (finished by :func:`verify_checkpoint`).
+
+    Args:
+        folder: The checkpoint folder (a run's ``weights/``).
+        name: The checkpoint's name (``last``, ``best``).
+        files: File name -> content.
+        info: Plain values recorded in the manifest (``architecture``, ``epoch``, ``step``).
+
+    Returns:
+        The manifest's path.
+    """
+    from cnnkit import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for fname, blob in files.items():
+        pending = _pending(folder / fname)
+        with open(pending, "wb") as f:
+            view, half = memoryview(blob), len(blob) // 2
+            f.write(view[:half])
+            _crash_point("writing", pending)  # half of the file written
+            f.write(view[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        _crash_point("pending", pending)
+        entries[fname] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "cnnkit_version": __version__,
+        **info,
+        "files": entries,
+    }
+    text = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    mpath = manifest_path(folder, name)
+    atomic_write(mpath, lambda f: f.write(text))  # the commit point
+    _crash_point("committed", mpath)
+    _finish(folder, list(entries))
+    return mpath
+
+
+def _finish(folder: Path, names: list[str]) -> None:
+    """Rename the pending files of a committed manifest into place."""
+    moved = False
+    for fname in names:
+        pending = _pending(folder / fname)
+        if pending.exists():
+            os.replace(pending, folder / fname)
+            moved = True
+            _crash_point("renamed", folder / fname)
+    if moved:
+        _fsync_dir(folder)
+
+
+def _manifest_error(mpath: Path, field: str, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint manifest {str(mpath)!r}: field {field!r} {problem}; restore the run "
+        "folder from a good copy or start a new run."
+    )
+
+
+def verify_checkpoint(
+    folder: str | os.PathLike, name: str, *, architecture: str | None = None
+) -> dict[str, Any]:
+    """Check checkpoint ``name`` against its manifest (finishing a commit cut short).
+
+    Args:
+        folder: The checkpoint folder (a run's ``weights/``).
+        name: The checkpoint's name (``last``, ``best``).
+        architecture: When given, the manifest's ``architecture`` must equal it.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        CheckpointError: If the manifest is missing or malformed, of a newer format, for
+            another architecture, or a file does not match it (the file and field named).
+    """
+    folder = Path(folder)
+    mpath = manifest_path(folder, name)
+    if not mpath.is_file():
+        raise CheckpointError(
+            f"checkpoint manifest {str(mpath)!r} is missing, so the {name} checkpoint in "
+            f"{str(folder)!r} cannot be verified; restore it from a good copy or start a new run."
+        )
+    check_size(mpath, "checkpoint manifest", max_bytes=_MAX_MANIFEST_BYTES, error=CheckpointError)
+    try:
+        manifest = json.loads(mpath.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"checkpoint manifest {str(mpath)!r} is damaged ({first_line(e)}); restore the run "
+            "folder from a good copy or start a new run."
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise _manifest_error(mpath, "format", f"is not {MANIFEST_FORMAT!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise _manifest_error(mpath, "format_version", "is not a number")
+    if version > MANIFEST_VERSION:
+        raise CheckpointError(
+            f"checkpoint manifest {str(mpath)!r} has format_version {version}; upgrade cnnkit "
+            "to read it."
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise _manifest_error(mpath, "files", "lists no files")
+    for fname, entry in files.items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not isinstance(entry.get("bytes"), int)
+        ):
+            raise _manifest_error(mpath, f"files.{fname}", "lacks bytes or sha256")
+    if architecture is not None and manifest.get("architecture") != architecture:
+        raise CheckpointError(
+            f"checkpoint manifest {str(mpath)!r}: field 'architecture' is "
+            f"{manifest.get('architecture')!r}, not {architecture!r}; this checkpoint belongs "
+            "to another model."
+        )
+
+    def matches(p: Path, entry: Mapping[str, Any]) -> bool:
+        return (
+            p.is_file()
+            and p.stat().st_size == entry["bytes"]
+            and _sha256_file(p) == entry["sha256"]
+        )
+
+    unfinished: list[str] = []
+    for fname, entry in files.items():
+        final = folder / fname
+        if matches(final, entry):
+            continue
+        if matches(_pending(final), entry):
+            unfinished.append(fname)  # committed, killed before the rename: finish it below
+            continue
+        if not final.is_file():
+            raise CheckpointError(
+                f"{str(final)!r} is missing but listed in its manifest {mpath.name}; restore "
+                "it from a good copy or start a new run."
+            )
+        field = "bytes" if final.stat().st_size != entry["bytes"] else "sha256"
+        raise CheckpointError(
+            f"{str(final)!r} does not match field 'files.{fname}.{field}' of its manifest "
+            f"{mpath.name} (torn or altered); restore it from a good copy or start a new run."
+        )
+    if unfinished:
+        _finish(folder, unfinished)
+    return manifest
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Tidy a checkpoint folder after a crash: finish committed checkpoints, drop the rest.
+
+    Every committed checkpoint whose files were not all renamed into place is finished
+    (as :func:`verify_checkpoint` does); then pending files of commits that never
+    happened and temporary files of other (dead) processes are removed.
+
+    Args:
+        folder: The checkpoint folder (a run's ``weights/``).
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    for m in sorted(folder.glob("*.manifest.json")):
+        # a bad checkpoint is reported when it is loaded; never repaired by guessing
+        with contextlib.suppress(CheckpointError):
+            verify_checkpoint(folder, m.name.removesuffix(".manifest.json"))
+    removed = []
+    mine = f".tmp-{os.getpid()}"
+    for p in sorted(folder.glob(".*")):
+        if p.name.endswith(".pending") or (".tmp-" in p.name and not p.name.endswith(mine)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
