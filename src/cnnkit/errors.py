@@ -49,6 +49,7 @@ def unknown_name(kind: str, name: str, choices: Iterable[str], listing: str = ""
     Returns:
         The error to raise.
     """
+    choices = list(choices)
     hits = did_you_mean(name, choices)
     msg = f"unknown {kind} {name!r}"
     if hits:
@@ -56,5 +57,5 @@ def unknown_name(kind: str, name: str, choices: Iterable[str], listing: str = ""
     elif listing:
         msg += f": run `{listing}` to see the available ones."
     else:
-        msg += "."
+        msg += ": use one of " + ", ".join(repr(c) for c in choices) + "."
     return CnnkitError(msg)

@@ -271,3 +271,33 @@ def test_help_at_every_level(args, mentions):
     assert r.stderr == ""
     for word in mentions:
         assert word in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1e-3", 0.001),  # YAML 1.1 alone reads exponents without a dot as text
+        ("1E4", 10000.0),
+        ("-2e-1", -0.2),
+        ("3", 3),
+        ("0.5", 0.5),
+        ("[64, 32]", [64, 32]),
+        ("true", True),
+        ("none", None),
+        ("adam", "adam"),
+        ("nan", "nan"),  # not a usable number: left as text for the validators to name
+        ("1e4x", "1e4x"),
+    ],
+)
+def test_values_are_typed_as_written(text, value):
+    from cnnkit.cli.args import parse_value
+
+    got = parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_config_reads_exponent_floats_from_yaml_text():
+    from cnnkit.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({"lr": "1e-3", "eps": "1E-7", "name": "1e3"})
+    assert (cfg.lr, cfg.eps, cfg.name) == (0.001, 1e-7, "1e3")

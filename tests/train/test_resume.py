@@ -1,16 +1,19 @@
 """Resume parity: a run killed with SIGKILL and resumed ends bitwise equal to an uninterrupted one.
 
-Every run is a real subprocess. The driver kills itself with SIGKILL from an
-optimizer-step hook (at a random step) or in the middle of writing the state file
-(the temporary file is half written, never renamed). Then the same driver resumes the
-run and finishes it. Weights, optimizer state and every RNG state must match the
-uninterrupted run bit for bit (CPU, deterministic=true).
+Every run is a real subprocess. The driver kills itself with SIGKILL at one of ten
+points: at chosen optimizer steps (an optimizer-step hook), or at a chosen stage of a
+checkpoint commit (``cnnkit.train.checkpoint._crash_point``, called at each stage):
+half-way through writing a file, after a pending file is fsync'ed, between the
+manifest's fsync and its rename, after the manifest commit but before the files are
+renamed into place, and between two of those renames. Then the same driver resumes the
+run and finishes it. Weights, optimizer state, the schedule's position (the learning
+rate is a pure function of the global step, which is compared) and every RNG state
+must match the uninterrupted run bit for bit (CPU, deterministic=true).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import pytest
 import torch
 
 from cnnkit.train import load_state, load_weights_file
+from cnnkit.train.checkpoint import verify_checkpoint
 
 DRIVER = textwrap.dedent(
     """
@@ -33,7 +37,8 @@ DRIVER = textwrap.dedent(
 
     run_dir, resume = sys.argv[1], sys.argv[2] == "resume"
     kill_step = int(os.environ.get("KILL_AT_STEP", "-1"))
-    kill_save = int(os.environ.get("KILL_IN_STATE_SAVE", "-1"))
+    # KILL_AT_STAGE=stage:file:n -> die the n-th time that stage is reached for that file
+    stage, fname, nth = (os.environ.get("KILL_AT_STAGE") or "::0").split(":")
 
     steps = [0]
     def hook(opt, args, kwargs):
@@ -43,23 +48,13 @@ DRIVER = textwrap.dedent(
     from torch.optim.optimizer import register_optimizer_step_post_hook
     register_optimizer_step_post_hook(hook)
 
-    saves = [0]
-    original = ck.atomic_write
-    def torn_write(path, write):
-        if str(path).endswith("last_state.pt"):
-            saves[0] += 1
-            if saves[0] == kill_save:
-                def half(f):
-                    import io
-                    buf = io.BytesIO()
-                    write(buf)
-                    data = buf.getvalue()
-                    f.write(data[: len(data) // 2])
-                    f.flush()
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return original(path, half)
-        return original(path, write)
-    ck.atomic_write = torn_write
+    seen = [0]
+    def crash_point(at, path):
+        if at == stage and path.name.lstrip(".").startswith(fname):
+            seen[0] += 1
+            if seen[0] == int(nth):
+                os.kill(os.getpid(), signal.SIGKILL)
+    ck._crash_point = crash_point
 
     data = load("digits", size=32, seed=0)
     torch.manual_seed(0)
@@ -71,7 +66,7 @@ DRIVER = textwrap.dedent(
 
 
 def _run(
-    tmp: Path, run_dir: Path, mode: str, save_every: int, **env: int
+    tmp: Path, run_dir: Path, mode: str, save_every: int, **env: object
 ) -> subprocess.CompletedProcess:
     script = tmp / "driver.py"
     script.write_text(DRIVER.replace("SAVE_EVERY", str(save_every)))
@@ -86,6 +81,7 @@ def _run(
 
 
 def _final(run_dir: Path) -> tuple[dict, dict]:
+    verify_checkpoint(run_dir / "weights", "last")
     state = load_state(run_dir / "weights" / "last_state.pt")
     weights, _ = load_weights_file(run_dir / "weights" / "last.safetensors")
     return state, weights
@@ -138,30 +134,49 @@ def _check_parity(ref: tuple[dict, dict], got: tuple[dict, dict]) -> None:
     )
 
 
-# digits: 1,259 training images, 3 epochs of ceil(1259 / 64) = 20 steps: 60 steps in all
-@pytest.mark.parametrize("save_every", [0, 7])
-def test_sigkill_at_random_step_then_resume_is_bitwise_equal(
-    tmp_path: Path, reference, save_every: int
-) -> None:
-    step = random.Random(1234 + save_every).randint(5, 58)
-    killed = _run(tmp_path, tmp_path / "run", "new", save_every, KILL_AT_STEP=step)
-    assert killed.returncode == -signal.SIGKILL, f"not killed at step {step}: {killed.stderr}"
-    resumed = _run(tmp_path, tmp_path / "run", "resume", save_every)
-    assert resumed.returncode == 0, f"resume after a kill at step {step} failed: {resumed.stderr}"
-    _check_parity(reference[save_every], _final(tmp_path / "run"))
+# digits: 1,258 training images, 3 epochs of ceil(1258 / 64) = 20 steps: 60 steps in all.
+# With save_every=7 the `last` checkpoint is committed at steps 7, 14, 20 (epoch end), 21,
+# 28, 35, 40, 42, ...: its 4th commit is the one at step 21.
+KILLS = {
+    # id: (save_every, environment of the killed run)
+    "step 9": (0, {"KILL_AT_STEP": 9}),
+    "step 33": (0, {"KILL_AT_STEP": 33}),
+    "step 57": (0, {"KILL_AT_STEP": 57}),
+    "step 12, save_every 7": (7, {"KILL_AT_STEP": 12}),
+    "step 44, save_every 7": (7, {"KILL_AT_STEP": 44}),
+    "half-written state": (7, {"KILL_AT_STAGE": "writing:last_state.pt:4"}),
+    "state fsynced, not committed": (7, {"KILL_AT_STAGE": "pending:last_state.pt:4"}),
+    "manifest fsynced, not renamed": (7, {"KILL_AT_STAGE": "fsynced:last.manifest.json:4"}),
+    "committed, no file renamed": (7, {"KILL_AT_STAGE": "committed:last.manifest.json:4"}),
+    "between the two renames": (7, {"KILL_AT_STAGE": "renamed:last.safetensors:4"}),
+    "best committed, not renamed": (7, {"KILL_AT_STAGE": "committed:best.manifest.json:2"}),
+}
+# where the `last` checkpoint on disk must stand (global step) right after the kill
+STEP_ON_DISK = {
+    "half-written state": 20,
+    "state fsynced, not committed": 20,
+    "manifest fsynced, not renamed": 20,
+    "committed, no file renamed": 21,  # committed: finished by the next load
+    "between the two renames": 21,
+}
 
 
-def test_sigkill_inside_state_write_keeps_previous_checkpoint_and_resumes_equal(
-    tmp_path: Path, reference
-) -> None:
-    # state saves with save_every=7: steps 7, 14, 20 (end of epoch 1), 21 <- killed in this one
-    killed = _run(tmp_path, tmp_path / "run", "new", 7, KILL_IN_STATE_SAVE=4)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    weights_dir = tmp_path / "run" / "weights"
-    torn = list(weights_dir.glob(".last_state.pt.tmp-*"))
-    assert torn, "the kill should leave the half-written temporary file behind"
-    previous = load_state(weights_dir / "last_state.pt")  # intact, and verified by its digest
-    assert previous["global_step"] == 20 and previous["epoch"] == 1
-    resumed = _run(tmp_path, tmp_path / "run", "resume", 7)
-    assert resumed.returncode == 0, resumed.stderr
-    _check_parity(reference[7], _final(tmp_path / "run"))
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_sigkill_then_resume_is_bitwise_equal(tmp_path: Path, reference, kill: str) -> None:
+    save_every, env = KILLS[kill]
+    run = tmp_path / "run"
+    killed = _run(tmp_path, run, "new", save_every, **env)
+    assert killed.returncode == -signal.SIGKILL, f"not killed ({kill}): {killed.stderr}"
+    if kill in STEP_ON_DISK:
+        manifest = verify_checkpoint(run / "weights", "last")  # whole, or finished now
+        state = load_state(run / "weights" / "last_state.pt")
+        assert manifest["step"] == state["global_step"] == STEP_ON_DISK[kill]
+        weights, _meta = load_weights_file(run / "weights" / "last.safetensors")
+        _assert_same(weights, state["model"], "last.safetensors vs state")  # one checkpoint
+        assert not list((run / "weights").glob(".*.pending")) or kill.startswith(
+            ("half", "state fsynced", "manifest")
+        )
+    resumed = _run(tmp_path, run, "resume", save_every)
+    assert resumed.returncode == 0, f"resume after the kill ({kill}) failed: {resumed.stderr}"
+    _check_parity(reference[save_every], _final(run))
+    assert not list((run / "weights").glob(".*.tmp-*")), "a temporary file was left behind"

@@ -2,7 +2,8 @@
 
 Grammar (as in ultralytics): ``cnnkit [TASK] MODE key=value ...``; ``--key value``
 works too, and ``--help`` works at every level. Available now: ``cnnkit models``,
-``cnnkit summary`` and ``cnnkit [classify] train | val | predict``.
+``cnnkit summary``, ``cnnkit [classify] train | val | predict`` and
+``cnnkit data check``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ commands:
   train     train a classifier, leave a run:       cnnkit train [model=lenet5 data=digits ...]
   val       score a run on a split:                cnnkit val run=runs/classify/NAME [split=test]
   predict   classify images with a run:            cnnkit predict run=runs/classify/NAME source=IMG
+  data      check an ImageFolder's images:         cnnkit data check DIR
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
 
@@ -41,7 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 2 on a user mistake.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    from cnnkit.cli import classify, commands
+    import warnings
+
+    from cnnkit.cli import classify, commands, data
+
+    # warnings the user must see (trust_pickle=true) as one plain line, not file:line noise
+    warnings.formatwarning = lambda message, *a, **k: f"cnnkit: warning: {message}\n"
 
     table = {
         "models": commands.models,
@@ -49,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": classify.train,
         "val": classify.val,
         "predict": classify.predict,
+        "data": data.data,
     }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cnnkit.errors import CnnkitError, did_you_mean
 
-__all__ = ["check_keys", "parse_value", "split_args"]
+__all__ = ["check_keys", "flag", "parse_value", "split_args"]
 
 
 def parse_value(text: str) -> Any:
-    """Type a value: ``"true"`` -> True, ``"3"`` -> 3, ``"[64, 32]"`` -> [64, 32], else the text.
+    """Type a value: ``"true"`` -> True, ``"3"`` -> 3, ``"1e-3"`` -> 0.001, ``"[64, 32]"`` -> list.
 
     Args:
         text: The raw value.
@@ -28,6 +29,12 @@ def parse_value(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 and 1E4 (no dot) as text
+        try:
+            number = float(value)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
     return value if isinstance(value, (bool, int, float, list)) else text
 
 
@@ -77,6 +84,26 @@ def _put(opts: dict[str, Any], key: str, val: str) -> None:
     if key in opts:
         raise CnnkitError(f"{key} is given twice; keep one {key}=... .")
     opts[key] = parse_value(val)
+
+
+def flag(opts: dict[str, Any], key: str, default: bool = False) -> bool:
+    """A true/false option (``details=true``, a bare ``--details``), refusing anything else.
+
+    Args:
+        opts: Parsed options.
+        key: The option.
+        default: Its value when absent.
+
+    Returns:
+        The value.
+
+    Raises:
+        CnnkitError: When the value is not true or false.
+    """
+    v = opts.get(key, default)
+    if not isinstance(v, bool):
+        raise CnnkitError(f"{key} must be true or false, got {v!r}; e.g. {key}=true.")
+    return v
 
 
 def check_keys(opts: dict[str, Any], allowed: Iterable[str], command: str) -> None:

@@ -65,12 +65,16 @@ def train(argv: Sequence[str]) -> int:
         )
     from cnnkit.train import classify
     from cnnkit.train.config import TrainConfig
+    from cnnkit.train.distributed import in_torchrun, launch
 
     if "resume" in opts:
         run = opts.pop("resume")
         if run is True:
             raise CnnkitError("resume needs the run folder: resume=runs/classify/NAME.")
         check_keys(opts, TrainConfig.keys(), "train")
+        devices = TrainConfig.from_dict({"devices": opts.get("devices", 1)}).devices
+        if devices > 1 and not in_torchrun():  # the same command in N processes
+            return launch(["train", *argv], devices)
         classify.resume(str(run), **opts)
         return 0
     base: dict[str, Any] = {}
@@ -92,6 +96,9 @@ def train(argv: Sequence[str]) -> int:
     check_keys(opts, TrainConfig.keys(), "train")
     base.update(opts)
     cfg = TrainConfig.from_dict(base)
+    if cfg.devices > 1 and not in_torchrun():  # the same command in N processes
+        classify.check(cfg)
+        return launch(["train", *argv], cfg.devices)
     classify.train(cfg)
     return 0
 
@@ -113,7 +120,7 @@ def val(argv: Sequence[str]) -> int:
         weights=opts.get("weights"),
         split=split,
         data=opts.get("data"),
-        batch=int(opts.get("batch", 256)),
+        batch=opts.get("batch", 256),
     )
     from cnnkit.train.classify import score_line
 
@@ -145,7 +152,7 @@ def predict(argv: Sequence[str]) -> int:
         str(opts["source"]),
         weights=opts.get("weights"),
         topk=topk,
-        batch=int(opts.get("batch", 64)),
+        batch=opts.get("batch", 64),
     )
     for p in preds:
         top = ", ".join(f"{c} {percent(q)}" for c, q in p.top)

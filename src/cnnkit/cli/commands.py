@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cnnkit.cli.args import check_keys, split_args
+from cnnkit.cli.args import check_keys, flag, split_args
 from cnnkit.errors import CnnkitError, did_you_mean
 
 MODELS_HELP = """\
@@ -17,14 +17,25 @@ each family's facts (EfficientNet's phi, width, depth, resolution, dropout).
 
 SUMMARY_HELP = """\
 usage: cnnkit summary MODEL [input=HxWxC] [depth=3] [explain=true] [num_classes=N]
-                      [in_channels=C] [weights=FILE] [MODEL OPTIONS, e.g. small_input=true]
+                      [in_channels=C] [weights=FILE [trust_pickle=true]]
+                      [MODEL OPTIONS, e.g. small_input=true]
 
 Per layer: output n_H x n_W x n_C, parameters, MACs; totals with FLOPs = 2 x MACs,
 other ops, buffers and memory. explain=true prints the course's formula under each
 conv / pool / FC / BN row. MODEL is a name from `cnnkit models` or a .yaml layer list.
+weights= takes .safetensors or a .pth state dict (read with weights_only=True); a .pth
+holding Python objects is refused unless trust_pickle=true (it may run code).
 """
 
-_SUMMARY_KEYS = ["input", "depth", "explain", "num_classes", "in_channels", "weights"]
+_SUMMARY_KEYS = [
+    "input",
+    "depth",
+    "explain",
+    "num_classes",
+    "in_channels",
+    "weights",
+    "trust_pickle",
+]
 
 
 def models(argv: Sequence[str]) -> int:
@@ -37,6 +48,7 @@ def models(argv: Sequence[str]) -> int:
     if len(pos) > 1:
         raise CnnkitError(f"`cnnkit models` takes one PATTERN, got {len(pos)}: {' '.join(pos)}.")
     pattern = pos[0] if pos else opts.get("pattern")
+    details = flag(opts, "details")
 
     import torch
 
@@ -54,7 +66,7 @@ def models(argv: Sequence[str]) -> int:
             n = sum(p.numel() for p in create(name).parameters())
         size = "x".join(map(str, info.input_size))
         print(f"{name:<18}{info.family:<15}{size:>12}{n:>15,}  {info.paper}")
-    if opts.get("details"):
+    if details:
         families = {get_model_info(n).family for n in names}
         if "efficientnet" in families:
             from cnnkit.models.efficientnet import scaling_table
@@ -91,6 +103,8 @@ def summary(argv: Sequence[str]) -> int:
         raise CnnkitError(
             f"depth must be a positive integer (or none for all leaves), got {depth!r}."
         )
+    explain = flag(opts, "explain")
+    trust_pickle = flag(opts, "trust_pickle")
 
     from cnnkit.inspect import summary as run_summary
     from cnnkit.models import create, get_model_info
@@ -104,6 +118,7 @@ def summary(argv: Sequence[str]) -> int:
             num_classes=opts.get("num_classes"),
             in_channels=opts.get("in_channels"),
             weights=opts.get("weights"),
+            trust_pickle=trust_pickle,
             **model_kw,
         )
     except CnnkitError as e:
@@ -122,8 +137,6 @@ def summary(argv: Sequence[str]) -> int:
                 f"unknown key {bad!r} for `cnnkit summary`: did you mean {hits[0]}=?"
             ) from None
         raise
-    result = run_summary(
-        model, size, depth=depth, explain=bool(opts.get("explain", False)), name=name
-    )
+    result = run_summary(model, size, depth=depth, explain=explain, name=name)
     print(result.to_text())
     return 0

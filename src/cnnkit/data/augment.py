@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from cnnkit.data.datasets import ImageSet
 from cnnkit.errors import CnnkitError
 
-__all__ = ["Augment", "TensorBatches", "epoch_order"]
+__all__ = ["Augment", "TensorBatches", "epoch_order", "shard_batch"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,29 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Te
     return torch.randperm(n, generator=g)
 
 
+def shard_batch(idx: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Process ``rank``'s part of a global mini-batch: examples ``rank, rank + N, rank + 2N, ...``.
+
+    Over an epoch every process sees a disjoint part of the same seeded permutation (what
+    ``DistributedSampler`` with ``set_epoch`` gives), and together the processes train on
+    exactly the mini-batches one process would, with no padding by repeated examples. A
+    part that would be empty (a last batch with fewer examples than processes) holds the
+    batch's first example instead; the trainer weights it 0.
+
+    Args:
+        idx: Indices of the global mini-batch.
+        rank: This process (0-based).
+        world_size: Number of processes.
+
+    Returns:
+        The indices process ``rank`` trains on (``idx`` itself for one process).
+    """
+    if world_size == 1:
+        return idx
+    part = idx[rank::world_size]
+    return part if len(part) else idx[:1]
+
+
 class TensorBatches:
     """Batches straight from an :class:`ImageSet` in memory: no per-sample Python work.
 
@@ -112,6 +135,8 @@ class TensorBatches:
         seed: Seed of the order.
         augment: Augmentation for training, or None.
         drop_last: Drop a last, smaller batch.
+        rank: With several processes: this one (each takes its :func:`shard_batch`).
+        world_size: Number of processes; ``batch`` is the global mini-batch of all of them.
     """
 
     def __init__(
@@ -123,8 +148,11 @@ class TensorBatches:
         seed: int = 0,
         augment: Augment | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.data = data
+        self.rank, self.world_size = rank, world_size
         self.batch = int(batch)
         self.shuffle = shuffle
         self.seed = seed
@@ -154,7 +182,9 @@ class TensorBatches:
         order = epoch_order(len(self.data), self.seed, epoch, self.shuffle)
         images, labels = self.data.images, self.data.labels
         for b in range(start, len(self)):
-            idx = order[b * self.batch : (b + 1) * self.batch]
+            idx = shard_batch(
+                order[b * self.batch : (b + 1) * self.batch], self.rank, self.world_size
+            )
             x = images[idx].float().mul_(1.0 / 255.0)
             if self.augment is not None:
                 x = self.augment(x, generator if generator is not None else torch.default_generator)

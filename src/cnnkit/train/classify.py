@@ -28,15 +28,22 @@ from torch.utils.data import Dataset
 
 from cnnkit.data import Data, Preprocess, load, resolve_source
 from cnnkit.data.images import IMAGE_SUFFIXES
-from cnnkit.errors import CnnkitError
-from cnnkit.train.checkpoint import atomic_write, load_weights_file
+from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.train.checkpoint import (
+    atomic_write,
+    load_weights_file,
+    manifest_path,
+    verify_checkpoint,
+)
 from cnnkit.train.config import TrainConfig
+from cnnkit.train.distributed import DistContext, claim_run_dir, in_torchrun
 from cnnkit.train.loop import FitResult, evaluate_model, fit, resolve_epochs
 from cnnkit.train.tasks import Classification
 
 __all__ = [
     "Prediction",
     "RunResult",
+    "check",
     "evaluate",
     "load_run_model",
     "predict",
@@ -44,7 +51,8 @@ __all__ = [
     "train",
 ]
 
-_RESUME_KEYS = {"epochs", "verbose", "save_every", "workers", "patience", "resume"}
+_RESUME_KEYS = {"epochs", "verbose", "save_every", "workers", "patience", "resume", "devices"}
+_RESUME_KEYS |= {"nonfinite", "max_consecutive_skips"}  # e.g. skip the steps that blew up
 _NATIVE = {"digits": (8, 8), "idx": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32)}
 
 
@@ -112,6 +120,35 @@ def _accepts(model: nn.Module, size: tuple[int, int], channels: int) -> bool:
         model.train(was)
 
 
+def check(cfg: TrainConfig) -> tuple[Any, str, Path | None]:
+    """The cheap checks of a training run (settings, model name, data path); reads no data.
+
+    ``cnnkit train devices=N`` runs them before starting N processes, so a mistake is
+    reported once.
+
+    Args:
+        cfg: Settings.
+
+    Returns:
+        ``(model info or None for a layer-list file, data kind, data folder or None)``.
+
+    Raises:
+        CnnkitError: On a bad setting, an unknown model or a missing data folder.
+    """
+    from cnnkit.models import get_model_info
+
+    cfg.validate()
+    metrics = [f"{p}_{m}" for p in ("train", "dev") for m in ("loss", *Classification.metric_names)]
+    if cfg.monitor not in metrics:  # fit() checks it too, but only after the data is read
+        raise unknown_name("monitor metric", cfg.monitor, metrics)
+    is_yaml = str(cfg.model).endswith((".yaml", ".yml"))
+    info = None if is_yaml else get_model_info(cfg.model)
+    if is_yaml and not Path(cfg.model).is_file():
+        raise CnnkitError(f"model file {cfg.model!r} does not exist.")
+    kind, folder = resolve_source(cfg.data, cfg.data_dir)
+    return info, kind, folder
+
+
 def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
     """Check the settings, load the data and build the model (no training).
 
@@ -124,14 +161,9 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
     Returns:
         ``(data, model, notes)``.
     """
-    from cnnkit.models import create, get_model_info
+    from cnnkit.models import create
 
-    cfg.validate()
-    is_yaml = str(cfg.model).endswith((".yaml", ".yml"))
-    info = None if is_yaml else get_model_info(cfg.model)
-    if is_yaml and not Path(cfg.model).is_file():
-        raise CnnkitError(f"model file {cfg.model!r} does not exist.")
-    kind, folder = resolve_source(cfg.data, cfg.data_dir)
+    info, kind, folder = check(cfg)
     notes: list[str] = []
     size = cfg.size
     if isinstance(size, int):
@@ -159,11 +191,6 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
             size = getattr(probe, "input_size", None)
             size = tuple(size[:2]) if size else native
     data = _load_splits(cfg, size)
-    if data.info.skipped:
-        notes.append(
-            f"skipped {len(data.info.skipped)} undecodable image(s) (on_error=skip), "
-            f"e.g. {data.info.skipped[0]}"
-        )
     K = data.info.num_classes
     outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
     torch.manual_seed(cfg.seed)
@@ -207,6 +234,7 @@ def _load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
         data_dir=cfg.data_dir,
         download=cfg.download,
         on_error=cfg.on_error,
+        max_bad_fraction=cfg.max_bad_fraction,
     )
 
 
@@ -242,13 +270,28 @@ def train(cfg: TrainConfig | None = None, **settings: Any) -> RunResult:
 
     Returns:
         A :class:`RunResult`; the model holds the best weights.
+
+    Under torchrun every process calls this: rank 0 picks the run folder (after a
+    torchrun restart, the one this job started, which is then resumed), writes the files
+    and prints; ``config.yaml`` records the number of processes as ``devices``.
     """
+    with DistContext.from_env() as ctx:
+        return _train(cfg, ctx, **settings)
+
+
+def _train(cfg: TrainConfig | None, ctx: DistContext, **settings: Any) -> RunResult:
     base = (cfg or TrainConfig()).to_dict()
     base.update(settings)
     cfg = TrainConfig.from_dict(base)
     data, model, notes = prepare(cfg)
-    run = _next_run_dir(cfg)
-    run.mkdir(parents=True, exist_ok=True)
+    root, name = Path(cfg.project) / "classify", cfg.name or "train"
+    run = claim_run_dir(root, name, lambda: _next_run_dir(cfg), ctx)
+    if cfg.devices > ctx.world_size and not in_torchrun():
+        notes.append(
+            f"devices={cfg.devices}: this Python call trains in one process; "
+            f"`cnnkit train devices={cfg.devices}` or torchrun --nproc_per_node={cfg.devices} "
+            "starts them all"
+        )
     import yaml
 
     steps = -(-len(data.train) // cfg.batch)
@@ -256,10 +299,11 @@ def train(cfg: TrainConfig | None = None, **settings: Any) -> RunResult:
     resolved["epochs"], _ = resolve_epochs(cfg, steps)
     resolved["size"] = list(data.info.preprocess.size)
     resolved["name"] = run.name
-    atomic_write(
-        run / "config.yaml", lambda f: f.write(yaml.safe_dump(resolved, sort_keys=False).encode())
-    )
-    return _fit_and_report(cfg, data, model, run, notes, resume=False)
+    resolved["devices"] = ctx.world_size
+    if ctx.is_main:
+        text = yaml.safe_dump(resolved, sort_keys=False)
+        atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
+    return _fit_and_report(cfg, data, model, run, notes, resume=False, ctx=ctx)
 
 
 def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
@@ -273,6 +317,11 @@ def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
     Returns:
         A :class:`RunResult`.
     """
+    with DistContext.from_env() as ctx:
+        return _resume(run_dir, ctx, **settings)
+
+
+def _resume(run_dir: str | os.PathLike, ctx: DistContext, **settings: Any) -> RunResult:
     import yaml
 
     run = Path(run_dir)
@@ -291,14 +340,21 @@ def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
     saved.update(changes)
     cfg = TrainConfig.from_dict({**saved, "exist_ok": True}, source=str(run / "config.yaml"))
     data, model, notes = prepare(cfg)
-    if changes:  # config.yaml keeps describing the run as it is now planned
+    if changes and ctx.is_main:  # config.yaml keeps describing the run as it is now planned
         text = yaml.safe_dump(saved, sort_keys=False)
         atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
-    return _fit_and_report(cfg, data, model, run, notes, resume=True)
+    return _fit_and_report(cfg, data, model, run, notes, resume=True, ctx=ctx)
 
 
 def _fit_and_report(
-    cfg: TrainConfig, data: Data, model: nn.Module, run: Path, notes: list[str], *, resume: bool
+    cfg: TrainConfig,
+    data: Data,
+    model: nn.Module,
+    run: Path,
+    notes: list[str],
+    *,
+    resume: bool,
+    ctx: DistContext,
 ) -> RunResult:
     from rich.console import Console
 
@@ -307,7 +363,7 @@ def _fit_and_report(
         console.width = max(console.width, 160)
 
     def say(line: str) -> None:
-        if cfg.verbose:
+        if cfg.verbose and ctx.is_main:
             console.print(line, markup=False, soft_wrap=True)
 
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits().items())
@@ -315,6 +371,8 @@ def _fit_and_report(
         f"{'resuming' if resume else 'training'} {cfg.model} on {data.info.name} "
         f"({sizes} images) -> {run}"
     )
+    if data.info.skipped and ctx.is_main:
+        notes = [_write_skipped(run, data), *notes]
     for n in notes:
         say(n)
     result = fit(
@@ -331,7 +389,7 @@ def _fit_and_report(
     for split in ("train_dev", "dev", "test"):
         ds = getattr(data, split)
         if ds is not None:
-            scores[split] = evaluate_model(result.model, ds, task=task)
+            scores[split] = evaluate_model(result.model, ds, task=task, dist=ctx)
     lines = []
     if result.best_epoch is not None:
         lines.append(
@@ -340,11 +398,29 @@ def _fit_and_report(
         )
     lines += [score_line(k, v) for k, v in scores.items()]
     text = "\n".join(lines) + "\n"
-    atomic_write(run / "summary.txt", lambda f: f.write(text.encode()))
+    if ctx.is_main:
+        atomic_write(run / "summary.txt", lambda f: f.write(text.encode()))
     for line in lines:
         say(line)
     say(f"run saved in {run}/ (cnnkit val run={run}; cnnkit predict run={run} source=IMAGE)")
     return RunResult(run_dir=run, fit=result, scores=scores, data=data, notes=notes + result.notes)
+
+
+def _write_skipped(run: Path, data: Data) -> str:
+    """Write ``skipped.csv`` (``path,reason``) in the run folder; return the note saying so."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows([b.path, b.reason] for b in data.info.skipped)
+    atomic_write(run / "skipped.csv", lambda f: f.write(buf.getvalue().encode()))
+    first = data.info.skipped[0]
+    return (
+        f"skipped {len(data.info.skipped)} undecodable image(s) (on_error=skip), "
+        f"e.g. {first.path} ({first.reason}); all listed in {run / 'skipped.csv'}"
+    )
 
 
 def load_run_model(
@@ -367,13 +443,18 @@ def load_run_model(
         r = Path(run)
         if not r.is_dir():
             raise CnnkitError(f"run folder {str(r)!r} does not exist; runs are in runs/classify/.")
-        path = r / "weights" / "best.safetensors"
-        if not path.is_file():
-            path = r / "weights" / "last.safetensors"
+        # best, verified by its manifest; last only in a run that never had a best
+        # (no best manifest at all), never as a silent fallback for a damaged best
+        name = "best" if manifest_path(r / "weights", "best").exists() else "last"
+        if name == "last" and (r / "weights" / "best.safetensors").exists():
+            name = "best"  # a best file without its manifest: verify_checkpoint refuses it
+        verify_checkpoint(r / "weights", name)
+        path = r / "weights" / f"{name}.safetensors"
     else:
         path = Path(weights)  # type: ignore[arg-type]
         if path.suffix != ".safetensors":
             raise CnnkitError(f"weights={str(path)!r}: pass a .safetensors file written by cnnkit.")
+        _verify_if_listed(path)
     state, meta = load_weights_file(path)
     if meta.get("task") != "classify" or "preprocess" not in meta:
         raise CnnkitError(
@@ -393,6 +474,13 @@ def load_run_model(
     model.eval()
     meta["weights_file"] = str(path)
     return model, meta
+
+
+def _verify_if_listed(path: Path) -> None:
+    """A run's weights file (``NAME.safetensors`` beside ``NAME.manifest.json``) is checked
+    against its manifest; a standalone file relies on its own embedded digest."""
+    if manifest_path(path.parent, path.stem).exists():
+        verify_checkpoint(path.parent, path.stem)
 
 
 def evaluate(
@@ -421,10 +509,9 @@ def evaluate(
     """
     import yaml
 
-    from cnnkit.errors import unknown_name
-
     if split not in ("test", "dev", "train_dev", "train"):
-        raise unknown_name("split", split, ["test", "dev", "train_dev", "train"])
+        raise unknown_name("split", str(split), ["test", "dev", "train_dev", "train"])
+    _check_count("batch", batch, 256)
     if isinstance(run, nn.Module):
         if data is None:
             raise CnnkitError("evaluate(model, data): pass the data to score the model on.")
@@ -503,6 +590,8 @@ def predict(
     Returns:
         One :class:`Prediction` per image, in file (or row) order.
     """
+    _check_count("batch", batch, 64)
+    _check_count("topk", topk, 5)
     if isinstance(run, nn.Module):
         model, pre = run, preprocess
         names = list(classes) if classes is not None else None
@@ -543,6 +632,14 @@ def predict(
     finally:
         model.train(was)
     return out
+
+
+def _check_count(key: str, v: Any, example: int) -> None:
+    """``batch`` / ``topk`` of ``evaluate`` and ``predict``: a whole number >= 1."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CnnkitError(f"{key} must be an integer, got {v!r}; e.g. {key}={example}.")
+    if v < 1:
+        raise CnnkitError(f"{key} must be >= 1, got {v!r}; e.g. {key}={example}.")
 
 
 def _image_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:

@@ -8,6 +8,7 @@ names; hyperparameters are named as in the course (``lr`` is alpha, ``beta1``,
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "lr_factor"]
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "inverse", "cosine", "onecycle")
 LOSSES = ("auto", "ce", "bce")
+NONFINITE = ("raise", "skip_step", "stop")
 
 
 @dataclass
@@ -66,9 +68,21 @@ class TrainConfig:
         data_dir: Folder of named datasets (None: ``$CNNKIT_DATA`` or ``./data``).
         download: Download a named dataset when missing (needs network).
         on_error: ``raise`` or ``skip`` undecodable images.
+        max_bad_fraction: With ``on_error=skip``: stop when more than this fraction of
+            the image files cannot be decoded (0-1); the skipped ones go to ``skipped.csv``.
         seed: Seed of splits, initialization, order and augmentation.
         deterministic: Use only deterministic kernels (bitwise-repeatable on CPU).
         workers: DataLoader workers for generic datasets (None: one per spare core).
+        devices: Processes to train with on this machine: ``cnnkit train devices=N``
+            re-launches itself under torchrun (``--nproc_per_node=N``); ``batch`` stays
+            the global mini-batch. Ignored inside torchrun, where the launcher decides.
+        nonfinite: A loss (or, with skip_step/stop, a gradient) that is NaN or infinite:
+            ``raise`` an error naming the step, epoch and samples; ``skip_step`` (leave the
+            weights and optimizer state untouched, count the skip, and raise after
+            ``max_consecutive_skips`` in a row); ``stop`` (end training there with the best
+            weights; the last checkpoint is kept).
+        max_consecutive_skips: With ``nonfinite=skip_step``, the most steps in a row that
+            may be skipped before the run stops with an error.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
         save_every: Also checkpoint every this many steps inside an epoch (0: epoch ends only).
         project: Folder of runs (runs land in ``project/classify/name``).
@@ -109,9 +123,13 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     on_error: str = "raise"
+    max_bad_fraction: float = 0.05
     seed: int = 0
     deterministic: bool = False
     workers: int | None = None
+    devices: int = 1
+    nonfinite: str = "raise"
+    max_consecutive_skips: int = 10
     verbose: int = 1
     save_every: int = 0
     project: str = "runs"
@@ -141,6 +159,8 @@ class TrainConfig:
                 hits = did_you_mean(k, known)
                 hint = f"did you mean {hits[0]}=?" if hits else "see `cnnkit train --help`."
                 raise CnnkitError(f"unknown setting {k!r} in {source}: {hint}")
+        d = {k: str(v) if k in _TEXT and _is_number(v) else v for k, v in d.items()}
+        d = {k: _yaml_float(v) if k not in _TEXT else v for k, v in d.items()}
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -158,6 +178,7 @@ class TrainConfig:
             low: float | None = None,
             low_open: bool = False,
             high: float | None = None,
+            high_open: bool = False,
             integer: bool = False,
             allow_none: bool = False,
         ) -> None:
@@ -177,9 +198,38 @@ class TrainConfig:
                 raise CnnkitError(
                     f"{key} must be {rel} {low:g}, got {v!r}; e.g. {key}={_example(key)}."
                 )
-            if high is not None and v > high:
-                raise CnnkitError(f"{key} must be <= {high:g}, got {v!r}.")
+            if high is not None and (v >= high if high_open else v > high):
+                rel = "<" if high_open else "<="
+                raise CnnkitError(f"{key} must be {rel} {high:g}, got {v!r}.")
 
+        def flag(key: str) -> None:
+            v = getattr(self, key)
+            if not isinstance(v, bool):
+                raise CnnkitError(f"{key} must be true or false, got {v!r}; e.g. {key}=true.")
+
+        def text(key: str, allow_none: bool = False) -> None:
+            v = getattr(self, key)
+            if isinstance(v, os.PathLike) or (v is None and allow_none):
+                return
+            if not (isinstance(v, str) and v.strip()):
+                raise CnnkitError(f"{key} must be a name or path, got {v!r}.")
+
+        def split(key: str) -> None:
+            v = getattr(self, key)
+            if not (_is_number(v) and math.isfinite(v) and v >= 0 and (v < 1 or v == int(v))):
+                raise CnnkitError(
+                    f"{key} must be a fraction in [0, 1) or a whole count of images, got {v!r}; "
+                    f"e.g. {key}=0.1."
+                )
+
+        for key in ("model", "data", "project"):
+            text(key)
+        for key in ("name", "data_dir"):
+            text(key, allow_none=True)
+        if isinstance(self.epochs, str) and self.epochs != "auto":
+            raise CnnkitError(
+                f"epochs must be an integer or auto, got {self.epochs!r}; e.g. epochs=10."
+            )
         if self.epochs != "auto":
             num("epochs", low=1, integer=True)
         num("batch", low=1, integer=True)
@@ -197,13 +247,15 @@ class TrainConfig:
         num("decay_rate", low=0, low_open=True, allow_none=True)
         num("step_size", low=1, integer=True)
         num("warmup_epochs", low=0)
-        num("label_smoothing", low=0, high=1)
+        num("label_smoothing", low=0, high=1, high_open=True)
+        num("max_bad_fraction", low=0, high=1)
         num("patience", low=0, integer=True)
         num("clip_grad", low=0)
         num("seed", low=0, integer=True)
         num("verbose", low=0, high=2, integer=True)
         num("save_every", low=0, integer=True)
         num("workers", low=0, integer=True, allow_none=True)
+        num("devices", low=1, integer=True)
         num("auto_steps", low=1, integer=True)
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", str(self.optimizer), OPTIMIZERS)
@@ -213,14 +265,23 @@ class TrainConfig:
             raise unknown_name("loss", str(self.loss), LOSSES)
         if self.on_error not in ("raise", "skip"):
             raise unknown_name("on_error", str(self.on_error), ["raise", "skip"])
+        if self.nonfinite not in NONFINITE:
+            raise unknown_name("nonfinite", str(self.nonfinite), NONFINITE)
+        num("max_consecutive_skips", low=1, integer=True)
         if not isinstance(self.monitor, str) or not self.monitor.startswith(("dev_", "train_")):
             # the metric names themselves are checked by fit(), which knows the task's metrics
             raise CnnkitError(
                 "monitor must name a logged metric such as dev_accuracy or dev_loss, got "
                 f"{self.monitor!r}."
             )
-        for key in ("degrees", "translate", "scale", "fliplr"):
-            num(key, low=0)
+        num("degrees", low=0, high=180)
+        num("translate", low=0, high=1)
+        num("scale", low=0, high=1, high_open=True)
+        num("fliplr", low=0, high=1)
+        for key in ("dev", "test", "train_dev"):
+            split(key)
+        for key in ("download", "deterministic", "exist_ok"):
+            flag(key)
         if self.size is not None:
             s = self.size
             if isinstance(s, int) and not isinstance(s, bool):
@@ -250,8 +311,28 @@ class TrainConfig:
         return v
 
 
+_TEXT = ("model", "data", "project", "name", "data_dir")
+
+
+def _yaml_float(v: Any) -> Any:
+    """``"1e-3"`` -> 0.001: YAML 1.1 (PyYAML) reads exponents without a dot as text."""
+    if isinstance(v, str) and any(c in v for c in "eE"):
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return f if math.isfinite(f) else v
+    return v
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _example(key: str) -> str:
-    return {"lr": "0.001", "epochs": "10", "batch": "32"}.get(key, "1")
+    examples = {"lr": "0.001", "epochs": "10", "batch": "32", "devices": "2", "momentum": "0.9"}
+    examples.update({"eps": "1e-08", "label_smoothing": "0.1", "decay_rate": "0.1"})
+    return examples.get(key, "1")
 
 
 def lr_factor(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -20,19 +21,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from cnnkit.data.augment import Augment, TensorBatches, epoch_order
+from cnnkit.data.augment import Augment, TensorBatches, epoch_order, shard_batch
 from cnnkit.data.datasets import ImageSet, Preprocess, default_workers, seed_worker
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
     atomic_write,
     load_state,
     load_weights_file,
-    save_state,
-    save_weights,
+    remove_leftovers,
+    save_checkpoint,
+    state_bytes,
+    verify_checkpoint,
+    weights_bytes,
 )
 from cnnkit.train.config import TrainConfig, lr_factor
+from cnnkit.train.distributed import DistContext, rank_seed, shard_weight
 from cnnkit.train.progress import Progress
 from cnnkit.train.tasks import Classification, Task
 
@@ -77,35 +82,62 @@ class FitResult:
     notes: list[str] = field(default_factory=list)
 
 
-class _EpochSampler(Sampler[int]):
-    """Yields epoch ``e``'s permutation (fixed by seed and epoch) from position ``start``."""
+class _EpochBatchSampler(Sampler[list[int]]):
+    """Epoch ``e``'s mini-batches (a permutation fixed by seed and epoch) from batch ``start`` on.
 
-    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
-        self.n, self.seed, self.shuffle = n, seed, shuffle
+    With several processes each gets its :func:`~cnnkit.data.augment.shard_batch` of every
+    global mini-batch. That is what ``DistributedSampler`` + ``set_epoch`` give (a disjoint
+    share of the same seeded permutation), but N processes then train on exactly the
+    mini-batches of one process, nothing is padded with repeated examples, and a resumed
+    run can start mid-epoch.
+    """
+
+    def __init__(
+        self, n: int, batch: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.n, self.batch, self.seed, self.shuffle = n, batch, seed, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(epoch_order(self.n, self.seed, self.epoch, self.shuffle)[self.start :].tolist())
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation is served next."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle)
+        for b in range(self.start, math.ceil(self.n / self.batch)):
+            idx = order[b * self.batch : (b + 1) * self.batch]
+            yield shard_batch(idx, self.rank, self.world_size).tolist()
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return math.ceil(self.n / self.batch) - self.start
 
 
 class _LoaderBatches:
     """DataLoader-backed batches with the same ``epoch(epoch, start, generator)`` interface."""
 
     def __init__(
-        self, data: Dataset, batch: int, *, shuffle: bool, seed: int, workers: int | None
+        self,
+        data: Dataset,
+        batch: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        workers: int | None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.n = len(data)  # type: ignore[arg-type]
         self.batch = batch
-        self.sampler = _EpochSampler(self.n, seed, shuffle)
-        self.seed = seed
+        self.sampler = _EpochBatchSampler(self.n, batch, seed, shuffle, rank, world_size)
+        self.seed, self.rank = seed, rank
         w = default_workers() if workers is None else workers
+        if workers is None and world_size > 1:  # the machine's cores are shared by its processes
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+            w = max(0, (w + 1) // max(local, 1) - 1)
         self.loader = DataLoader(
             data,
-            batch_size=batch,
-            sampler=self.sampler,
+            batch_sampler=self.sampler,
             num_workers=w,
             worker_init_fn=seed_worker if w else None,
             generator=torch.Generator(),
@@ -116,8 +148,12 @@ class _LoaderBatches:
         return math.ceil(self.n / self.batch)
 
     def epoch(self, epoch: int = 0, start: int = 0, generator: torch.Generator | None = None):
-        self.sampler.epoch, self.sampler.start = epoch, start * self.batch
-        self.loader.generator.manual_seed((self.seed * 1_000_003 + epoch) % 2**63)  # worker seeds
+        self.sampler.set_epoch(epoch)
+        self.sampler.start = start
+        # worker seeds: fixed by (seed, epoch), and different on every process
+        self.loader.generator.manual_seed(
+            rank_seed((self.seed * 1_000_003 + epoch) % 2**63, self.rank)
+        )
         yield from self.loader
 
 
@@ -129,10 +165,30 @@ def _batches(
     seed: int,
     augment: Augment | None,
     workers: int | None,
+    rank: int = 0,
+    world_size: int = 1,
 ):
     if isinstance(data, ImageSet):
-        return TensorBatches(data, batch, shuffle=shuffle, seed=seed, augment=augment)
-    return _LoaderBatches(data, batch, shuffle=shuffle, seed=seed, workers=workers)
+        return TensorBatches(
+            data,
+            batch,
+            shuffle=shuffle,
+            seed=seed,
+            augment=augment,
+            rank=rank,
+            world_size=world_size,
+        )
+    return _LoaderBatches(
+        data, batch, shuffle=shuffle, seed=seed, workers=workers, rank=rank, world_size=world_size
+    )
+
+
+def _shard_dataset(data: Dataset, rank: int, world_size: int) -> Dataset:
+    """Examples ``rank, rank + N, ...`` of ``data``: one process's part of an evaluation."""
+    idx = np.arange(rank, len(data), world_size)  # type: ignore[arg-type]
+    if isinstance(data, ImageSet):
+        return data.subset(idx, data.name)
+    return Subset(data, idx.tolist())
 
 
 def resolve_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, str | None]:
@@ -214,6 +270,7 @@ def evaluate_model(
     task: Task | None = None,
     workers: int | None = 0,
     device: torch.device | str = "cpu",
+    dist: DistContext | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``data`` (eval mode: dropout off, batch-norm running stats).
 
@@ -224,6 +281,8 @@ def evaluate_model(
         task: How to score (default classification).
         workers: DataLoader workers for generic datasets.
         device: Where to run.
+        dist: With several processes, each scores every N-th example and the sums are
+            added up, so every process returns the scores of the whole ``data``.
 
     Returns:
         ``{"loss": ..., "accuracy": ..., "n": ...}``.
@@ -232,15 +291,22 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     sums = torch.zeros(task.n_sums, dtype=torch.float64)
+    part = data
+    if dist is not None and dist.distributed:
+        part = _shard_dataset(data, dist.rank, dist.world_size)
     try:
-        for x, y in _batches(
-            data, batch, shuffle=False, seed=0, augment=None, workers=workers
-        ).epoch(0):
+        for x, y in (
+            _batches(part, batch, shuffle=False, seed=0, augment=None, workers=workers).epoch(0)
+            if len(part)
+            else ()
+        ):  # type: ignore[arg-type]
             x, y = x.to(device), y.to(device)
             out = model(x)
             task.count(sums, out.float(), y, task.eval_loss(out.float(), y))
     finally:
         model.train(was_training)
+    if dist is not None:
+        dist.all_reduce_sum(sums)
     out = task.summarize(sums)
     out["n"] = len(data)  # type: ignore[arg-type]
     return out
@@ -282,6 +348,15 @@ def _weights_meta(meta: Mapping[str, Any], cfg: TrainConfig, epoch: int) -> dict
     return {**meta, "epoch": epoch, "cnnkit_version": __version__, "seed": cfg.seed}
 
 
+def architecture_of(model: nn.Module, meta: Mapping[str, Any]) -> str:
+    """The architecture a checkpoint records: the zoo name, else the module's class path."""
+    name = meta.get("model")
+    if isinstance(name, str):
+        return name
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _write_results(path: Path, history: list[dict[str, float]]) -> None:
     buf = io.StringIO()
     cols = list(RESULTS_COLUMNS) + [
@@ -292,6 +367,60 @@ def _write_results(path: Path, history: list[dict[str, float]]) -> None:
     for row in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def _grads_finite(model: nn.Module) -> bool:
+    """Whether every gradient is finite (one fused norm per dtype, one sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads, float("inf"))
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+
+
+def _batch_ids(data: Dataset, cfg: TrainConfig, epoch: int, step: int, show: int = 6) -> str:
+    """The ids of training mini-batch ``step`` of ``epoch`` (the global batch), for messages."""
+    order = epoch_order(len(data), cfg.seed, epoch, True)  # type: ignore[arg-type]
+    idx = order[step * cfg.batch : (step + 1) * cfg.batch].tolist()
+    ids = getattr(data, "ids", None)
+    names = [str(ids[i]) if ids is not None else str(i) for i in idx]
+    more = f", ... ({len(names)} in all)" if len(names) > show else ""
+    return ", ".join(names[:show]) + more
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """Whether any trace of a committed ``last`` checkpoint exists (then it must verify)."""
+    return any(
+        (folder / n).exists() for n in ("last.manifest.json", "last_state.pt", "last.safetensors")
+    )
+
+
+def _collect_ranks(st: dict[str, Any], ctx: DistContext, aug: torch.Generator) -> None:
+    """Before a checkpoint (every process): fold the partial train sums into rank 0's and
+    gather every process's RNG states, so that rank 0's file can restart them all exactly."""
+    ctx.all_reduce_sum(st["sums"])
+    if not ctx.is_main:
+        st["sums"].zero_()
+    st["rank_rng"] = ctx.gather(_rng_state(aug))
+
+
+def _resume_ranks(
+    st: dict[str, Any], ctx: DistContext, aug: torch.Generator, cfg: TrainConfig
+) -> None:
+    """After loading rank 0's checkpoint on every process: each takes back its own RNG
+    states (a process the run did not have gets fresh streams), and only rank 0 keeps the
+    epoch's partial train sums."""
+    saved = st.get("rank_rng") or []
+    if ctx.rank > 0 and ctx.rank < len(saved):
+        _set_rng_state(saved[ctx.rank], aug)
+    elif ctx.rank > 0:
+        s = rank_seed(cfg.seed + st["global_step"], ctx.rank)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+        aug.manual_seed(rank_seed(cfg.seed + 1 + st["global_step"], ctx.rank))
+    if not ctx.is_main:
+        st["sums"] = torch.zeros_like(st["sums"])
 
 
 def _better(value: float, best: float | None, higher: bool) -> bool:
@@ -333,27 +462,69 @@ def fit(
         device: Where to train.
         **settings: Any :class:`TrainConfig` key, e.g. ``epochs=5, lr=1e-3``.
 
+    Under torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) every process calls
+    ``fit`` with the same arguments: the model trains as DistributedDataParallel, each
+    process on its share of every mini-batch of ``batch`` examples (the global
+    mini-batch), metrics are summed over processes, and only rank 0 writes files and
+    prints. After a torchrun restart (``TORCHELASTIC_RESTART_COUNT`` > 0) a run folder
+    with a checkpoint is resumed automatically.
+
     Returns:
         A :class:`FitResult`.
     """
+    with DistContext.from_env(device) as dist_ctx:
+        return _fit(
+            model,
+            train,
+            dev,
+            config=config,
+            task=task,
+            run_dir=run_dir,
+            resume=resume,
+            meta=meta,
+            dist_ctx=dist_ctx,
+            **settings,
+        )
+
+
+def _fit(
+    model: nn.Module,
+    train: Dataset,
+    dev: Dataset | None,
+    *,
+    config: TrainConfig | None,
+    task: Task | None,
+    run_dir: str | Path | None,
+    resume: bool,
+    meta: Mapping[str, Any] | None,
+    dist_ctx: DistContext,
+    **settings: Any,
+) -> FitResult:
     base = (config or TrainConfig()).to_dict()
     base.update(settings)
     cfg = TrainConfig.from_dict(base, source="fit()")
     task = task or Classification(cfg.loss, cfg.label_smoothing)
     meta = dict(meta or {})
-    device = torch.device(device)
+    device = dist_ctx.device
     model.to(device)
     if len(train) == 0:  # type: ignore[arg-type]
         raise CnnkitError("the training set is empty.")
     augment = Augment(cfg.degrees, cfg.translate, cfg.scale, cfg.fliplr)
     batches = _batches(
-        train, cfg.batch, shuffle=True, seed=cfg.seed, augment=augment, workers=cfg.workers
+        train,
+        cfg.batch,
+        shuffle=True,
+        seed=cfg.seed,
+        augment=augment,
+        workers=cfg.workers,
+        rank=dist_ctx.rank,
+        world_size=dist_ctx.world_size,
     )
     steps_per_epoch = len(batches)
     epochs, note = resolve_epochs(cfg, steps_per_epoch)
     notes = [note] if note else []
     opt = build_optimizer(model, cfg)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 1, dist_ctx.rank))
     metrics = [f"{p}_{m}" for p in ("train", "dev") for m in ("loss", *task.metric_names)]
     if cfg.monitor not in metrics:
         raise unknown_name("monitor metric", cfg.monitor, metrics)
@@ -362,6 +533,13 @@ def fit(
     if monitor != cfg.monitor:
         higher = False
     run = Path(run_dir) if run_dir is not None else None
+    if not resume and run is not None and dist_ctx.restart_count > 0:
+        resume = bool(dist_ctx.broadcast(_has_checkpoint(run / "weights")))  # rank 0 looks
+        if resume:
+            notes.append(
+                f"torchrun restart {dist_ctx.restart_count}: continuing from the last checkpoint"
+            )
+    arch = architecture_of(model, meta)
     st: dict[str, Any] = {
         "epoch": 0,
         "step_in_epoch": 0,
@@ -372,15 +550,31 @@ def fit(
         "history": [],
         "sums": torch.zeros(task.n_sums, dtype=torch.float64),
         "train_seconds": 0.0,
+        "skipped_steps": 0,
+        "bad_in_a_row": 0,
     }
+    if dist_ctx.distributed:
+        st["rank_rng"] = []  # every process's RNG states, saved by rank 0
     best_state: dict[str, torch.Tensor] | None = None
+    if resume and run is None:
+        raise CnnkitError("resume needs run_dir=, the folder of the run to continue.")
+    if resume and not _has_checkpoint(run / "weights"):  # type: ignore[operator]
+        resume = False  # killed before its first checkpoint: the run starts over, as it was
+        notes.append(f"no checkpoint in {run} yet (stopped before the first save): from step 0")
+    if resume and dist_ctx.distributed and run is not None:
+        # verifying may finish a commit cut short (renames): rank 0 alone, then all read
+        if dist_ctx.is_main:
+            for name in ("last", "best"):
+                if name == "last" or (run / "weights" / f"{name}.manifest.json").exists():
+                    verify_checkpoint(run / "weights", name, architecture=arch)
+        dist_ctx.barrier()
     if not resume:  # one seed fixes dropout, order and augmentation (restored on resume)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        torch.manual_seed(cfg.seed)
+        random.seed(rank_seed(cfg.seed, dist_ctx.rank))  # rank 0: the seed itself
+        np.random.seed(rank_seed(cfg.seed, dist_ctx.rank) % 2**32)
+        torch.manual_seed(rank_seed(cfg.seed, dist_ctx.rank))
     if resume:
-        if run is None:
-            raise CnnkitError("resume needs run_dir=, the folder of the run to continue.")
+        assert run is not None
+        verify_checkpoint(run / "weights", "last", architecture=arch)
         saved = load_state(run / "weights" / "last_state.pt")
         try:
             model.load_state_dict(saved["model"])
@@ -402,24 +596,28 @@ def fit(
                 f"epochs {planned} -> {epochs}: the {cfg.schedule} schedule is re-planned over "
                 f"{epochs} epochs from step {st['global_step']}"
             )
-        if (run / "weights" / "best.safetensors").is_file() and st["best_epoch"] is not None:
+        if st["best_epoch"] is not None:  # a best checkpoint was committed: it must verify
+            verify_checkpoint(run / "weights", "best", architecture=arch)
             best_state, _ = load_weights_file(run / "weights" / "best.safetensors")
         if st["epoch"] >= epochs:
             notes.append(f"the run already finished its {epochs} epochs; nothing to resume")
+    if resume and dist_ctx.distributed:
+        _resume_ranks(st, dist_ctx, aug_gen, cfg)
     total_steps = epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch) if cfg.schedule != "onecycle" else 0
     decay_rate = cfg.resolved("decay_rate")
     prev_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
     stopped = False
-    bar = Progress(cfg.verbose, epochs, steps_per_epoch)
+    bar = Progress(cfg.verbose if dist_ctx.is_main else 0, epochs, steps_per_epoch)
     for n in notes:
         bar.note(n)
-    if run is not None:
+    if run is not None and dist_ctx.is_main:
         (run / "weights").mkdir(parents=True, exist_ok=True)
+        remove_leftovers(run / "weights")  # of a run killed in a checkpoint write
 
     def checkpoint() -> None:
-        if run is None:
+        if run is None or not dist_ctx.is_main:
             return
         state = {
             **{k: v for k, v in st.items()},
@@ -430,18 +628,28 @@ def fit(
             "config": cfg.to_dict(),
             "meta": meta,
         }
-        save_state(run / "weights" / "last_state.pt", state)
-        save_weights(
-            run / "weights" / "last.safetensors",
-            model.state_dict(),
-            _weights_meta(meta, cfg, st["epoch"]),
+        weights = weights_bytes(model.state_dict(), _weights_meta(meta, cfg, st["epoch"]))
+        save_checkpoint(
+            run / "weights",
+            "last",
+            {"last.safetensors": weights, "last_state.pt": state_bytes(state)},
+            {"architecture": arch, "epoch": st["epoch"], "step": st["global_step"]},
         )
         _write_results(run / "results.csv", st["history"])
+
+    net = dist_ctx.wrap(model)  # DistributedDataParallel across processes, else model itself
+    n_train = len(train)  # type: ignore[arg-type]
+
+    def save_point() -> None:
+        if run is not None and dist_ctx.distributed:  # collective: every process takes part
+            _collect_ranks(st, dist_ctx, aug_gen)
+        checkpoint()
 
     try:
         with bar:
             while st["epoch"] < epochs and not stopped:
                 epoch = st["epoch"]
+                halted = False
                 model.train()
                 bar.start_epoch(epoch, st["step_in_epoch"])
                 t0 = time.perf_counter()
@@ -461,35 +669,87 @@ def fit(
                     for g in opt.param_groups:
                         g["lr"] = lr
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    out = model(x)
+                    out = net(x)
                     loss = task.loss(out, y)
-                    if not torch.isfinite(loss):
-                        raise CnnkitError(
-                            f"the loss became {loss.item()} at epoch {epoch + 1}, step "
-                            f"{st['step_in_epoch'] + 1}; lower lr (now {lr:.3g}) or set "
-                            "clip_grad=1."
-                        )
-                    total = loss + _l2_term(model, cfg.l2, x.shape[0]) if cfg.l2 else loss
+                    # one decision on every process: one that skipped backward() would
+                    # leave the others waiting in it
+                    bad = dist_ctx.any(not bool(torch.isfinite(loss.detach())))
+                    m = min(cfg.batch, n_train - st["step_in_epoch"] * cfg.batch)  # global batch
+                    w = shard_weight(m, dist_ctx.rank, dist_ctx.world_size)
+                    total = loss * w if dist_ctx.distributed else loss  # DDP's mean: the m's mean
+                    if cfg.l2:
+                        total = total + _l2_term(model, cfg.l2, m)
                     opt.zero_grad(set_to_none=True)
-                    total.backward()
+                    if not bad:
+                        total.backward()
+                        if cfg.nonfinite != "raise":  # a finite loss can still give inf gradients
+                            bad = dist_ctx.any(not _grads_finite(model))
+                    if bad:
+                        opt.zero_grad(set_to_none=True)
+                        what = "loss" if not torch.isfinite(loss.detach()) else "gradient"
+                        where = (
+                            f"at step {st['global_step'] + 1} (epoch {epoch + 1}, step "
+                            f"{st['step_in_epoch'] + 1} of {steps_per_epoch}; samples "
+                            f"{_batch_ids(train, cfg, epoch, st['step_in_epoch'])})"
+                        )
+                        if cfg.nonfinite == "stop":
+                            stopped = True
+                            kept = (
+                                f"the model holds the best weights (epoch {st['best_epoch']})"
+                                if st["best_epoch"] is not None
+                                else "no epoch had finished, so the model holds the last "
+                                "step's weights"
+                            )
+                            bar.note(
+                                f"stopped (nonfinite=stop): the {what} was not finite {where}; "
+                                f"{kept}; the last checkpoint is kept"
+                            )
+                            halted = True
+                            break
+                        if cfg.nonfinite == "raise":
+                            raise CnnkitError(
+                                f"the {what} became {loss.item()} {where}; lower lr (now "
+                                f"{lr:.3g}), set clip_grad=1, or nonfinite=skip_step to skip such "
+                                "steps."
+                            )
+                        st["skipped_steps"] += 1  # skip_step: weights and optimizer untouched
+                        st["bad_in_a_row"] += 1
+                        if st["bad_in_a_row"] >= cfg.max_consecutive_skips:
+                            raise CnnkitError(
+                                f"{st['bad_in_a_row']} steps in a row had a non-finite {what}, "
+                                f"the last {where}; stopping (max_consecutive_skips="
+                                f"{cfg.max_consecutive_skips}); the last good checkpoint is kept; "
+                                "lower lr or set clip_grad=1."
+                            )
+                        st["global_step"] += 1
+                        st["step_in_epoch"] += 1
+                        continue
+                    st["bad_in_a_row"] = 0
                     if cfg.clip_grad:
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                     opt.step()
-                    task.count(sums, out.detach(), y, loss.detach())
+                    if w > 0:  # (0: a stand-in example on a process with no share of the batch)
+                        task.count(sums, out.detach(), y, loss.detach())
                     st["global_step"] += 1
                     st["step_in_epoch"] += 1
-                    seen += x.shape[0]
+                    seen += m
                     bar.step(sums, task, lr, seen, time.perf_counter() - t0)
                     if cfg.save_every and st["global_step"] % cfg.save_every == 0:
                         st["train_seconds"] += time.perf_counter() - t0
                         t0, seen = time.perf_counter(), 0
-                        checkpoint()
+                        save_point()
+                if halted:  # nonfinite=stop: the epoch is not finished; nothing is saved
+                    break
                 seconds = time.perf_counter() - t0
                 st["train_seconds"] += seconds
+                dist_ctx.all_reduce_sum(sums)  # the epoch's train sums of all processes
+                dist_ctx.sync_buffers(model)  # rank 0's batch-norm statistics everywhere
                 row: dict[str, Any] = {"epoch": epoch + 1}
                 row.update({f"train_{k}": v for k, v in task.summarize(sums).items()})
                 if dev is not None:
-                    res = evaluate_model(model, dev, task=task, workers=cfg.workers, device=device)
+                    res = evaluate_model(
+                        model, dev, task=task, workers=cfg.workers, device=device, dist=dist_ctx
+                    )
                     row.update({f"dev_{k}": v for k, v in res.items() if k != "n"})
                 row["lr"] = lr_now(opt)
                 row["seconds"] = round(seconds, 3)
@@ -502,11 +762,13 @@ def fit(
                     best_state = {
                         k: v.detach().cpu().clone() for k, v in model.state_dict().items()
                     }
-                    if run is not None:
-                        save_weights(
-                            run / "weights" / "best.safetensors",
-                            best_state,
-                            _weights_meta(meta, cfg, epoch + 1),
+                    if run is not None and dist_ctx.is_main:
+                        blob = weights_bytes(best_state, _weights_meta(meta, cfg, epoch + 1))
+                        save_checkpoint(
+                            run / "weights",
+                            "best",
+                            {"best.safetensors": blob},
+                            {"architecture": arch, "epoch": epoch + 1, "step": st["global_step"]},
                         )
                 else:
                     st["bad_epochs"] += 1
@@ -515,7 +777,7 @@ def fit(
                 st["sums"] = torch.zeros(task.n_sums, dtype=torch.float64)
                 if cfg.patience and st["bad_epochs"] >= cfg.patience and st["epoch"] < epochs:
                     stopped = True
-                checkpoint()
+                save_point()
                 bar.end_epoch(row, improved, monitor)
                 if stopped:
                     best = "none" if st["best"] is None else f"{st['best']:.4g}"

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import torch
+from rich.console import Console  # here, not in fit(): importing rich draws from `random`
 
 __all__ = ["Progress", "format_metrics"]
 
@@ -39,8 +40,6 @@ class Progress:
     """
 
     def __init__(self, verbose: int, epochs: int, steps: int) -> None:
-        from rich.console import Console
-
         self.verbose = verbose
         self.epochs = epochs
         self.steps = steps
