@@ -8,6 +8,7 @@ works too, and ``--help`` works at every level. Available now: ``cnnkit models``
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +43,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 2 on a user mistake.
     """
+    status = _main(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ:
+        # a torchrun worker whose work is done and saved (fsynced): leave at once. Letting
+        # the interpreter tear down torch's process-group threads can abort the process
+        # ("terminate called without an active exception"), which torchrun reports as a
+        # failed job although every file was written.
+        import atexit
+
+        atexit._run_exitfuncs()  # Python's own exit handlers still run, in order
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     import warnings
 

@@ -235,6 +235,7 @@ class DistContext:
             self._old_sigterm = None
         if self._owns_group and dist.is_initialized():
             if exc_type is None:
+                dist.barrier()  # every process leaves together: none tears down mid-collective
                 dist.destroy_process_group()
             # after an error a peer may be gone: leave the teardown to process exit
             self._owns_group = False
