@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
@@ -18,3 +20,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
+
+
+@pytest.fixture(scope="session")
+def cnnkit_cli():
+    """``run(args, cwd)``: ``python -m cnnkit.cli ARGS`` as a real subprocess in ``cwd``.
+
+    One intra-op thread (several run side by side on two cores), output captured as
+    text, a 300 s limit; returns the ``CompletedProcess``.
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def run(args: list[str], cwd) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cnnkit.cli", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+
+    return run

@@ -14,9 +14,7 @@ cases fail on their bad key alone.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +23,6 @@ import pytest
 from PIL import Image
 
 # one intra-op thread per subprocess: several of them share two cores
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 WORKERS = 3
 PREFIX = "cnnkit: error: "
 
@@ -130,17 +127,6 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
 NEEDS_RUN = {k for k, (argv, _) in CASES.items() if any("{" in a for a in argv)}
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnkit.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
-
-
 def _argv(case: str, places: dict[str, str]) -> list[str]:
     argv = [a.format(**places) for a in CASES[case][0]]
     if "train" in argv[:2]:  # were a mistake accepted, the run would be one silent epoch
@@ -150,7 +136,7 @@ def _argv(case: str, places: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
+def results(tmp_path_factory: pytest.TempPathFactory, cnnkit_cli) -> dict[str, tuple[Path, object]]:
     """Every case run once, side by side; the val / predict ones once the tiny run exists."""
     base = tmp_path_factory.mktemp("invalid")
     img = base / "digit.png"
@@ -163,13 +149,17 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, o
         dirs[case] = base / f"case-{case}"
         dirs[case].mkdir()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        build = pool.submit(_cli, ["train", "epochs=1", "batch=256", "verbose=0", "name=r"], base)
+        build = pool.submit(
+            cnnkit_cli, ["train", "epochs=1", "batch=256", "verbose=0", "name=r"], base
+        )
         futures = {
-            c: pool.submit(_cli, _argv(c, places), dirs[c]) for c in CASES if c not in NEEDS_RUN
+            c: pool.submit(cnnkit_cli, _argv(c, places), dirs[c])
+            for c in CASES
+            if c not in NEEDS_RUN
         }
         made = build.result()
         assert made.returncode == 0, made.stderr
-        futures.update({c: pool.submit(_cli, _argv(c, places), dirs[c]) for c in NEEDS_RUN})
+        futures.update({c: pool.submit(cnnkit_cli, _argv(c, places), dirs[c]) for c in NEEDS_RUN})
         return {c: (dirs[c], f.result()) for c, f in futures.items()}
 
 

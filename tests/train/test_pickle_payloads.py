@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,8 +23,6 @@ import torch
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create, read_state_dict
 from cnnkit.train import CheckpointError, load_state, load_weights_file
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class _Payload:
@@ -43,17 +39,6 @@ def _write_payload(path: Path, sentinel: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"features.0.weight": _Payload(sentinel), "x": torch.zeros(1)}, path)
     return path
-
-
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cnnkit.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
 
 
 def test_python_loaders_refuse_payloads(tmp_path: Path) -> None:
@@ -103,11 +88,13 @@ def test_a_pth_state_dict_of_tensors_needs_no_trust(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
+def planted(
+    tmp_path_factory: pytest.TempPathFactory, cnnkit_cli
+) -> dict[str, subprocess.CompletedProcess]:
     """A real run, then payloads planted everywhere; every command tried once, concurrently."""
     root = tmp_path_factory.mktemp("planted")
     sentinel = root / "payload-ran"
-    r = _cli(["train", "epochs=1", "batch=256", "verbose=0", "name=r"], root)
+    r = cnnkit_cli(["train", "epochs=1", "batch=256", "verbose=0", "name=r"], root)
     assert r.returncode == 0, r.stderr
     run = root / "runs" / "classify" / "r"
     payload = _write_payload(root / "evil.pt", sentinel)
@@ -149,10 +136,10 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Co
         "val_weights_in_run": ["val", "weights=run_best/weights/best.safetensors"],
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {k: pool.submit(_cli, v, root) for k, v in jobs.items()}
+        futures = {k: pool.submit(cnnkit_cli, v, root) for k, v in jobs.items()}
         results = {k: f.result() for k, f in futures.items()}
     results["sentinel_after_refusals"] = sentinel.exists()  # type: ignore[assignment]
-    control = _cli(["summary", "lenet5", "weights=evil.pth", "trust_pickle=true"], root)
+    control = cnnkit_cli(["summary", "lenet5", "weights=evil.pth", "trust_pickle=true"], root)
     results["control"] = control
     results["sentinel_after_control"] = sentinel.exists()  # type: ignore[assignment]
     return results
