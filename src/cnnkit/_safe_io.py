@@ -69,8 +69,10 @@ def check_size(
 
 
 def _is_pickle_refusal(e: BaseException) -> bool:
-    text = str(e)
-    return "weights_only" in text or "global" in text.lower()
+    """Whether torch refused the file for naming Python globals (objects, code), as opposed
+    to being damaged: torch words every unpickling failure with "weights_only", so only
+    its "Unsupported global" marks a pickle that would build objects."""
+    return "Unsupported global" in str(e)
 
 
 def torch_load(

@@ -247,7 +247,7 @@ WRAPPER = textwrap.dedent(
         register_optimizer_step_post_hook(kill)
     from cnnkit.cli import main
 
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())  # as the `cnnkit` program: argv from sys.argv
     """
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -233,3 +234,35 @@ def test_val_of_a_run_refuses_a_torn_best_instead_of_using_last(copy: Path) -> N
         load_run_model(copy)
     assert str(w / "best.safetensors") in str(e.value)
     assert manifest_path(w, "last").exists()  # a good `last` was there: it was not used
+
+
+def test_readers_never_rename_and_read_a_committed_pending_file(copy: Path, monkeypatch):
+    from cnnkit.train.checkpoint import checkpoint_files
+
+    w = copy / "weights"
+
+    def stop(stage: str, path: Path) -> None:
+        if stage == "committed":
+            raise KeyboardInterrupt  # the writer is "between" its commit and its renames
+
+    monkeypatch.setattr(ck, "_crash_point", stop)
+    new = {"best.safetensors": weights_bytes({"w": torch.full((3,), 4.0)}, {"epoch": 9})}
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(w, "best", new, {"architecture": "x", "epoch": 9, "step": 27})
+    monkeypatch.undo()
+    before = sorted(p.name for p in w.iterdir())
+    paths = checkpoint_files(w, "best")
+    assert paths == {"best.safetensors": w / ".best.safetensors.pending"}
+    assert sorted(p.name for p in w.iterdir()) == before  # nothing renamed by a reader
+    state, meta = load_weights_file(paths["best.safetensors"])
+    assert torch.equal(state["w"], torch.full((3,), 4.0)) and meta["epoch"] == 9
+
+
+def test_manifest_naming_a_file_outside_its_folder_is_refused(copy: Path) -> None:
+    mpath = copy / "weights" / "best.manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"]["../config.yaml"] = m["files"].pop("best.safetensors")
+    mpath.write_text(json.dumps(m))
+    wanted = re.escape("names '../config.yaml', not a file of this folder")
+    with pytest.raises(CheckpointError, match=wanted):
+        verify_checkpoint(copy / "weights", "best")

@@ -147,13 +147,22 @@ def test_skip_step_stops_after_max_consecutive_skips_keeping_the_last_checkpoint
     with pytest.raises(CnnkitError) as e:
         _fit(model, data, nonfinite="skip_step", max_consecutive_skips=3, run_dir=run, save_every=1)
     msg = str(e.value)
-    assert msg.startswith("3 steps in a row had a non-finite loss, the last at step 8 (epoch 2,")
+    # steps 6, 7 and 8 are skipped (3 in a row may be); the 4th bad one in a row stops the run
+    assert msg.startswith("4 steps in a row had a non-finite loss, the last at step 9 (epoch 3,")
     assert "max_consecutive_skips=3" in msg
-    assert model.calls == 8  # stopped right after the third skip
+    assert model.calls == 9
     state = load_state(run / "weights" / "last_state.pt")
-    assert state["global_step"] == 5  # saved every step, never after a skipped one
+    # saved after every step but the skipped ones; the end of epoch 2 (step 8) is saved
+    # too, and holds the weights of step 5, untouched by the skips
+    assert state["global_step"] == 8 and state["skipped_steps"] == 3
     for name, p in model.params[6].items():  # the checkpoint holds the last good weights
         assert torch.equal(state["model"][f"net.{name}"], p), name
+
+
+def test_one_skip_allowed_means_one_skip(data) -> None:
+    model = Spiky(bad={3})
+    res = _fit(model, data, nonfinite="skip_step", max_consecutive_skips=1, epochs=1)
+    assert model.calls == 4 and len(res.history) == 1  # skipped, then trained on
 
 
 def test_stop_ends_training_with_the_best_weights(data, tmp_path: Path) -> None:

@@ -177,3 +177,16 @@ def test_no_payload_ran_until_trusted_explicitly(planted) -> None:
     control = planted["control"]
     assert "cnnkit: warning: loading" in control.stderr and "trust_pickle=true" in control.stderr
     assert planted["sentinel_after_control"] is True  # the payloads were live
+
+
+def test_a_damaged_pt_is_called_damaged_not_a_pickle(tmp_path: Path) -> None:
+    p = tmp_path / "weights.pt"
+    torch.save({"w": torch.ones(3)}, p)
+    data = bytearray(p.read_bytes())
+    at = data.find(b"data.pkl") + 60  # inside the pickle stream of the zip
+    data[at : at + 10] = b"\xff" * 10
+    p.write_bytes(bytes(data))
+    with pytest.raises(CnnkitError) as e:
+        read_state_dict(p)
+    assert "is damaged" in str(e.value) and str(p) in str(e.value)
+    assert "trust_pickle" not in str(e.value)  # never advise unpickling a broken file

@@ -1,6 +1,6 @@
 """Resume parity: a run killed with SIGKILL and resumed ends bitwise equal to an uninterrupted one.
 
-Every run is a real subprocess. The driver kills itself with SIGKILL at one of ten
+Every run is a real subprocess. The driver kills itself with SIGKILL at one of twelve
 points: at chosen optimizer steps (an optimizer-step hook), or at a chosen stage of a
 checkpoint commit (``cnnkit.train.checkpoint._crash_point``, called at each stage):
 half-way through writing a file, after a pending file is fsync'ed, between the
@@ -80,11 +80,14 @@ def _run(
     )
 
 
-def _final(run_dir: Path) -> tuple[dict, dict]:
+def _final(run_dir: Path) -> tuple[dict, dict, dict]:
     verify_checkpoint(run_dir / "weights", "last")
     state = load_state(run_dir / "weights" / "last_state.pt")
     weights, _ = load_weights_file(run_dir / "weights" / "last.safetensors")
-    return state, weights
+    best_epoch = verify_checkpoint(run_dir / "weights", "best")["epoch"]
+    assert best_epoch == state["best_epoch"]
+    best, _ = load_weights_file(run_dir / "weights" / "best.safetensors")
+    return state, weights, best
 
 
 def _assert_same(a: object, b: object, where: str = "") -> None:
@@ -108,7 +111,7 @@ def _history_without_times(h: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[dict, dict]]:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[dict, dict, dict]]:
     """Uninterrupted runs, with epoch-end checkpoints only and with one every 7 steps."""
     out = {}
     for save_every in (0, 7):
@@ -119,9 +122,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, tuple[dict,
     return out
 
 
-def _check_parity(ref: tuple[dict, dict], got: tuple[dict, dict]) -> None:
-    (s_ref, w_ref), (s_got, w_got) = ref, got
+def _check_parity(ref: tuple[dict, dict, dict], got: tuple[dict, dict, dict]) -> None:
+    (s_ref, w_ref, b_ref), (s_got, w_got, b_got) = ref, got
     _assert_same(w_ref, w_got, "last.safetensors")
+    _assert_same(b_ref, b_got, "best.safetensors")
     _assert_same(s_ref["model"], s_got["model"], "model")
     _assert_same(s_ref["optimizer"], s_got["optimizer"], "optimizer")
     _assert_same(s_ref["rng"], s_got["rng"], "rng")
@@ -150,6 +154,8 @@ KILLS = {
     "committed, no file renamed": (7, {"KILL_AT_STAGE": "committed:last.manifest.json:4"}),
     "between the two renames": (7, {"KILL_AT_STAGE": "renamed:last.safetensors:4"}),
     "best committed, not renamed": (7, {"KILL_AT_STAGE": "committed:best.manifest.json:2"}),
+    # `last` names epoch 2 the best; `best` still holds epoch 1: repaired from `last`
+    "last committed, best not yet": (7, {"KILL_AT_STAGE": "pending:best.safetensors:2"}),
 }
 # where the `last` checkpoint on disk must stand (global step) right after the kill
 STEP_ON_DISK = {

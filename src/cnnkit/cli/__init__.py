@@ -44,16 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 2 on a user mistake.
     """
     status = _main(argv)
-    if "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ:
-        # a torchrun worker whose work is done and saved (fsynced): leave at once. Letting
+    if argv is None and "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ:
+        # a torchrun worker (the program itself, not a caller of main(argv)) whose work is
+        # done and saved (fsynced): leave at once. Letting
         # the interpreter tear down torch's process-group threads can abort the process
         # ("terminate called without an active exception"), which torchrun reports as a
         # failed job although every file was written.
         import atexit
 
         atexit._run_exitfuncs()  # Python's own exit handlers still run, in order
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if not stream.closed:  # stderr is closed after a broken pipe
+                stream.flush()
         os._exit(status)
     return status
 

@@ -217,7 +217,7 @@ def _torchvision_state_dict(tv_name: str | None, weights: str, model_name: str) 
     fname = Path(w.url).name
     cached = Path(torch.hub.get_dir()) / "checkpoints" / fname
     if cached.is_file():
-        return read_state_dict(cached)
+        return read_state_dict(cached, trust_pickle=False)  # torchvision's files are tensors
     try:
         return w.get_state_dict(progress=False, check_hash=True)
     except Exception as e:

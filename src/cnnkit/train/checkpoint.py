@@ -42,6 +42,7 @@ from cnnkit.errors import CnnkitError
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "checkpoint_files",
     "load_state",
     "load_weights_file",
     "manifest_path",
@@ -318,6 +319,7 @@ def save_checkpoint(
             os.fsync(f.fileno())
         _crash_point("pending", pending)
         entries[fname] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    _fsync_dir(folder)  # the pending files' names are durable before the commit names them
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -337,11 +339,12 @@ def _finish(folder: Path, names: list[str]) -> None:
     """Rename the pending files of a committed manifest into place."""
     moved = False
     for fname in names:
-        pending = _pending(folder / fname)
-        if pending.exists():
-            os.replace(pending, folder / fname)
-            moved = True
-            _crash_point("renamed", folder / fname)
+        try:
+            os.replace(_pending(folder / fname), folder / fname)
+        except FileNotFoundError:  # renamed already (by the writer, or a commit finished)
+            continue
+        moved = True
+        _crash_point("renamed", folder / fname)
     if moved:
         _fsync_dir(folder)
 
@@ -356,7 +359,11 @@ def _manifest_error(mpath: Path, field: str, problem: str) -> CheckpointError:
 def verify_checkpoint(
     folder: str | os.PathLike, name: str, *, architecture: str | None = None
 ) -> dict[str, Any]:
-    """Check checkpoint ``name`` against its manifest (finishing a commit cut short).
+    """Check checkpoint ``name`` against its manifest, finishing a commit cut short.
+
+    For the writer of the run (``fit`` on resume): a commit killed after its manifest
+    is completed by renaming the pending files into place. Readers use
+    :func:`checkpoint_files`, which never renames.
 
     Args:
         folder: The checkpoint folder (a run's ``weights/``).
@@ -371,6 +378,55 @@ def verify_checkpoint(
             another architecture, or a file does not match it (the file and field named).
     """
     folder = Path(folder)
+    manifest, paths = _check(folder, name, architecture)
+    unfinished = [f for f, p in paths.items() if p != folder / f]
+    if unfinished:
+        _finish(folder, unfinished)
+    return manifest
+
+
+def checkpoint_files(
+    folder: str | os.PathLike, name: str, *, architecture: str | None = None
+) -> dict[str, Path]:
+    """Verify checkpoint ``name`` without changing anything, for a reader (``val``, ``predict``).
+
+    A training run may be committing a new checkpoint meanwhile: a manifest that changes
+    under the check is read again, and a committed file not yet renamed into place is
+    read from its pending name.
+
+    Args:
+        folder: The checkpoint folder (a run's ``weights/``).
+        name: The checkpoint's name (``last``, ``best``).
+        architecture: When given, the manifest's ``architecture`` must equal it.
+
+    Returns:
+        File name -> the path that holds its verified content.
+
+    Raises:
+        CheckpointError: As :func:`verify_checkpoint`.
+    """
+    folder = Path(folder)
+    for attempt in range(3):
+        before = _read_bytes(manifest_path(folder, name))
+        try:
+            return _check(folder, name, architecture)[1]
+        except CheckpointError:
+            if attempt == 2 or _read_bytes(manifest_path(folder, name)) == before:
+                raise  # the manifest did not move: the checkpoint really is bad
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_bytes(p: Path) -> bytes | None:
+    try:
+        return p.read_bytes()
+    except OSError:
+        return None
+
+
+def _check(
+    folder: Path, name: str, architecture: str | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The manifest and, per file, the path holding matching content (final or pending)."""
     mpath = manifest_path(folder, name)
     if not mpath.is_file():
         raise CheckpointError(
@@ -399,6 +455,8 @@ def verify_checkpoint(
     if not isinstance(files, dict) or not files:
         raise _manifest_error(mpath, "files", "lists no files")
     for fname, entry in files.items():
+        if not isinstance(fname, str) or Path(fname).name != fname or fname.startswith("."):
+            raise _manifest_error(mpath, "files", f"names {fname!r}, not a file of this folder")
         if (
             not isinstance(entry, dict)
             or not isinstance(entry.get("sha256"), str)
@@ -413,19 +471,21 @@ def verify_checkpoint(
         )
 
     def matches(p: Path, entry: Mapping[str, Any]) -> bool:
-        return (
-            p.is_file()
-            and p.stat().st_size == entry["bytes"]
-            and _sha256_file(p) == entry["sha256"]
-        )
+        if not p.is_file() or p.stat().st_size != entry["bytes"]:
+            return False
+        try:
+            return _sha256_file(p) == entry["sha256"]
+        except FileNotFoundError:  # renamed away while being read
+            return False
 
-    unfinished: list[str] = []
+    paths: dict[str, Path] = {}
     for fname, entry in files.items():
         final = folder / fname
         if matches(final, entry):
+            paths[fname] = final
             continue
         if matches(_pending(final), entry):
-            unfinished.append(fname)  # committed, killed before the rename: finish it below
+            paths[fname] = _pending(final)  # committed, not yet renamed into place
             continue
         if not final.is_file():
             raise CheckpointError(
@@ -437,9 +497,7 @@ def verify_checkpoint(
             f"{str(final)!r} does not match field 'files.{fname}.{field}' of its manifest "
             f"{mpath.name} (torn or altered); restore it from a good copy or start a new run."
         )
-    if unfinished:
-        _finish(folder, unfinished)
-    return manifest
+    return manifest, paths
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:

@@ -31,9 +31,9 @@ from cnnkit.data.images import IMAGE_SUFFIXES
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
     atomic_write,
+    checkpoint_files,
     load_weights_file,
     manifest_path,
-    verify_checkpoint,
 )
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import DistContext, claim_run_dir, in_torchrun
@@ -447,14 +447,13 @@ def load_run_model(
         # (no best manifest at all), never as a silent fallback for a damaged best
         name = "best" if manifest_path(r / "weights", "best").exists() else "last"
         if name == "last" and (r / "weights" / "best.safetensors").exists():
-            name = "best"  # a best file without its manifest: verify_checkpoint refuses it
-        verify_checkpoint(r / "weights", name)
-        path = r / "weights" / f"{name}.safetensors"
+            name = "best"  # a best file without its manifest: the check refuses it
+        path = checkpoint_files(r / "weights", name)[f"{name}.safetensors"]  # read-only
     else:
         path = Path(weights)  # type: ignore[arg-type]
         if path.suffix != ".safetensors":
             raise CnnkitError(f"weights={str(path)!r}: pass a .safetensors file written by cnnkit.")
-        _verify_if_listed(path)
+        path = _verify_if_listed(path)
     state, meta = load_weights_file(path)
     if meta.get("task") != "classify" or "preprocess" not in meta:
         raise CnnkitError(
@@ -476,11 +475,12 @@ def load_run_model(
     return model, meta
 
 
-def _verify_if_listed(path: Path) -> None:
+def _verify_if_listed(path: Path) -> Path:
     """A run's weights file (``NAME.safetensors`` beside ``NAME.manifest.json``) is checked
     against its manifest; a standalone file relies on its own embedded digest."""
     if manifest_path(path.parent, path.stem).exists():
-        verify_checkpoint(path.parent, path.stem)
+        return checkpoint_files(path.parent, path.stem).get(path.name, path)
+    return path
 
 
 def evaluate(

@@ -27,9 +27,11 @@ from cnnkit.data.augment import Augment, TensorBatches, epoch_order, shard_batch
 from cnnkit.data.datasets import ImageSet, Preprocess, default_workers, seed_worker
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
+    CheckpointError,
     atomic_write,
     load_state,
     load_weights_file,
+    manifest_path,
     remove_leftovers,
     save_checkpoint,
     state_bytes,
@@ -388,6 +390,44 @@ def _batch_ids(data: Dataset, cfg: TrainConfig, epoch: int, step: int, show: int
     return ", ".join(names[:show]) + more
 
 
+def _best_on_resume(
+    folder: Path,
+    st: Mapping[str, Any],
+    saved: Mapping[str, Any],
+    arch: str,
+    ctx: DistContext,
+    meta: Mapping[str, Any],
+    cfg: TrainConfig,
+) -> dict[str, torch.Tensor]:
+    """The best weights of a resumed run, checked against the training state.
+
+    ``last`` is committed before ``best`` at an epoch end, so a run killed between the
+    two has a ``last`` that names the epoch just finished as the best one, and a ``best``
+    one improvement behind: its weights are then exactly ``last``'s, and ``best`` is
+    committed again from them. Any other disagreement is an error.
+    """
+    have = None
+    if manifest_path(folder, "best").exists():
+        have = verify_checkpoint(folder, "best", architecture=arch).get("epoch")
+        if have == st["best_epoch"]:
+            return load_weights_file(folder / "best.safetensors")[0]
+    if st["best_epoch"] == st["epoch"] and st["step_in_epoch"] == 0:
+        best = {k: v.clone() for k, v in saved["model"].items()}
+        if ctx.is_main:
+            save_checkpoint(
+                folder,
+                "best",
+                {"best.safetensors": weights_bytes(best, _weights_meta(meta, cfg, st["epoch"]))},
+                {"architecture": arch, "epoch": st["epoch"], "step": st["global_step"]},
+            )
+        return best
+    raise CheckpointError(
+        f"checkpoint manifest {str(manifest_path(folder, 'best'))!r}: field 'epoch' is {have!r} "
+        f"but the training state names epoch {st['best_epoch']} as the best; restore the run "
+        "folder from a good copy or start a new run."
+    )
+
+
 def _has_checkpoint(folder: Path) -> bool:
     """Whether any trace of a committed ``last`` checkpoint exists (then it must verify)."""
     return any(
@@ -562,12 +602,19 @@ def _fit(
         resume = False  # killed before its first checkpoint: the run starts over, as it was
         notes.append(f"no checkpoint in {run} yet (stopped before the first save): from step 0")
     if resume and dist_ctx.distributed and run is not None:
-        # verifying may finish a commit cut short (renames): rank 0 alone, then all read
+        # verifying may finish a commit cut short (renames): rank 0 alone, then all read;
+        # its verdict goes to every process, so none waits for a rank 0 that has failed
+        problem = None
         if dist_ctx.is_main:
-            for name in ("last", "best"):
-                if name == "last" or (run / "weights" / f"{name}.manifest.json").exists():
-                    verify_checkpoint(run / "weights", name, architecture=arch)
-        dist_ctx.barrier()
+            try:
+                for name in ("last", "best"):
+                    if name == "last" or manifest_path(run / "weights", name).exists():
+                        verify_checkpoint(run / "weights", name, architecture=arch)
+            except CheckpointError as e:
+                problem = str(e)
+        problem = dist_ctx.broadcast(problem)
+        if problem is not None:
+            raise CheckpointError(problem)
     if not resume:  # one seed fixes dropout, order and augmentation (restored on resume)
         random.seed(rank_seed(cfg.seed, dist_ctx.rank))  # rank 0: the seed itself
         np.random.seed(rank_seed(cfg.seed, dist_ctx.rank) % 2**32)
@@ -596,9 +643,8 @@ def _fit(
                 f"epochs {planned} -> {epochs}: the {cfg.schedule} schedule is re-planned over "
                 f"{epochs} epochs from step {st['global_step']}"
             )
-        if st["best_epoch"] is not None:  # a best checkpoint was committed: it must verify
-            verify_checkpoint(run / "weights", "best", architecture=arch)
-            best_state, _ = load_weights_file(run / "weights" / "best.safetensors")
+        if st["best_epoch"] is not None:
+            best_state = _best_on_resume(run / "weights", st, saved, arch, dist_ctx, meta, cfg)
         if st["epoch"] >= epochs:
             notes.append(f"the run already finished its {epochs} epochs; nothing to resume")
     if resume and dist_ctx.distributed:
@@ -615,6 +661,16 @@ def _fit(
     if run is not None and dist_ctx.is_main:
         (run / "weights").mkdir(parents=True, exist_ok=True)
         remove_leftovers(run / "weights")  # of a run killed in a checkpoint write
+
+    def save_best(state: dict[str, torch.Tensor], epoch: int) -> None:
+        if run is None or not dist_ctx.is_main:
+            return
+        save_checkpoint(
+            run / "weights",
+            "best",
+            {"best.safetensors": weights_bytes(state, _weights_meta(meta, cfg, epoch))},
+            {"architecture": arch, "epoch": epoch, "step": st["global_step"]},
+        )
 
     def checkpoint() -> None:
         if run is None or not dist_ctx.is_main:
@@ -700,10 +756,11 @@ def _fit(
                                 else "no epoch had finished, so the model holds the last "
                                 "step's weights"
                             )
-                            bar.note(
+                            notes.append(
                                 f"stopped (nonfinite=stop): the {what} was not finite {where}; "
                                 f"{kept}; the last checkpoint is kept"
                             )
+                            bar.note(notes[-1])
                             halted = True
                             break
                         if cfg.nonfinite == "raise":
@@ -714,7 +771,7 @@ def _fit(
                             )
                         st["skipped_steps"] += 1  # skip_step: weights and optimizer untouched
                         st["bad_in_a_row"] += 1
-                        if st["bad_in_a_row"] >= cfg.max_consecutive_skips:
+                        if st["bad_in_a_row"] > cfg.max_consecutive_skips:
                             raise CnnkitError(
                                 f"{st['bad_in_a_row']} steps in a row had a non-finite {what}, "
                                 f"the last {where}; stopping (max_consecutive_skips="
@@ -762,14 +819,6 @@ def _fit(
                     best_state = {
                         k: v.detach().cpu().clone() for k, v in model.state_dict().items()
                     }
-                    if run is not None and dist_ctx.is_main:
-                        blob = weights_bytes(best_state, _weights_meta(meta, cfg, epoch + 1))
-                        save_checkpoint(
-                            run / "weights",
-                            "best",
-                            {"best.safetensors": blob},
-                            {"architecture": arch, "epoch": epoch + 1, "step": st["global_step"]},
-                        )
                 else:
                     st["bad_epochs"] += 1
                 st["epoch"] = epoch + 1
@@ -777,7 +826,9 @@ def _fit(
                 st["sums"] = torch.zeros(task.n_sums, dtype=torch.float64)
                 if cfg.patience and st["bad_epochs"] >= cfg.patience and st["epoch"] < epochs:
                     stopped = True
-                save_point()
+                save_point()  # `last` first: it records this epoch as the best one, so a
+                if improved:  # kill before `best` is committed is repaired on resume
+                    save_best(best_state, epoch + 1)  # type: ignore[arg-type]
                 bar.end_epoch(row, improved, monitor)
                 if stopped:
                     best = "none" if st["best"] is None else f"{st['best']:.4g}"
