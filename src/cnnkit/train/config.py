@@ -78,9 +78,9 @@ class TrainConfig:
             the global mini-batch. Ignored inside torchrun, where the launcher decides.
         nonfinite: A loss (or, with skip_step/stop, a gradient) that is NaN or infinite:
             ``raise`` an error naming the step, epoch and samples; ``skip_step`` (leave the
-            weights and optimizer state untouched, count the skip, and raise after
-            ``max_consecutive_skips`` in a row); ``stop`` (end training there with the best
-            weights; the last checkpoint is kept).
+            weights and optimizer state untouched, count the skip, and raise when more
+            than ``max_consecutive_skips`` come in a row); ``stop`` (end training there
+            with the best weights; the last checkpoint is kept).
         max_consecutive_skips: With ``nonfinite=skip_step``, the most steps in a row that
             may be skipped before the run stops with an error.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
