@@ -26,7 +26,7 @@ __all__ = [
     "train",
 ]
 
-_LAZY_MODULES = {"models", "blocks", "shapes", "inspect", "cli", "data", "train"}
+_LAZY_MODULES = {"models", "blocks", "shapes", "inspect", "cli", "data", "train", "export"}
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 Grammar (as in ultralytics): ``cnnkit [TASK] MODE key=value ...``; ``--key value``
 works too, and ``--help`` works at every level. Available now: ``cnnkit models``,
-``cnnkit summary``, ``cnnkit [classify] train | val | predict`` and
+``cnnkit summary``, ``cnnkit [classify] train | val | predict | export`` and
 ``cnnkit data check``.
 """
 
@@ -25,6 +25,7 @@ commands:
   train     train a classifier, leave a run:       cnnkit train [model=lenet5 data=digits ...]
   val       score a run on a split:                cnnkit val run=runs/classify/NAME [split=test]
   predict   classify images with a run:            cnnkit predict run=runs/classify/NAME source=IMG
+  export    a run to ONNX (+ parity, latency):     cnnkit export run=runs/classify/NAME format=onnx
   data      check an ImageFolder's images:         cnnkit data check DIR
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
@@ -64,7 +65,7 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     import warnings
 
-    from cnnkit.cli import classify, commands, data
+    from cnnkit.cli import classify, commands, data, export
 
     # warnings the user must see (trust_pickle=true) as one plain line, not file:line noise
     warnings.formatwarning = lambda message, *a, **k: f"cnnkit: warning: {message}\n"
@@ -75,6 +76,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "train": classify.train,
         "val": classify.val,
         "predict": classify.predict,
+        "export": export.export,
         "data": data.data,
     }
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -32,9 +32,12 @@ Score the run's best weights on a split (the same seeded splits as in training).
 PREDICT_HELP = """\
 usage: cnnkit predict run=runs/classify/NAME source=IMAGE_OR_FOLDER [topk=5]
        cnnkit predict weights=FILE.safetensors source=IMAGE_OR_FOLDER
+       cnnkit predict model=FILE.onnx backend=onnxruntime source=IMAGE_OR_FOLDER
 
 Classify images with the preprocessing stored in the weights (size, channels,
 mean/std): one line per image with the class, its probability and the top 5.
+backend=torch (the default) runs a run's weights in PyTorch; backend=onnxruntime
+runs a file written by `cnnkit export` (model=FILE.onnx), with the same preprocessing.
 """
 
 
@@ -134,7 +137,7 @@ def predict(argv: Sequence[str]) -> int:
     if wants_help:
         print(PREDICT_HELP, end="")
         return 0
-    check_keys(opts, ["run", "weights", "source", "topk", "batch"], "predict")
+    check_keys(opts, ["run", "weights", "model", "backend", "source", "topk", "batch"], "predict")
     if pos and "source" not in opts and len(pos) == 1:
         opts["source"] = pos[0]
     elif pos:
@@ -144,17 +147,52 @@ def predict(argv: Sequence[str]) -> int:
     topk = opts.get("topk", 5)
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise CnnkitError(f"topk must be a positive integer, got {topk!r}.")
-    from cnnkit.train import classify
+    backend = _backend(opts)
     from cnnkit.train.classify import percent
 
-    preds = classify.predict(
-        opts.get("run"),
-        str(opts["source"]),
-        weights=opts.get("weights"),
-        topk=topk,
-        batch=opts.get("batch", 64),
-    )
+    if backend == "onnxruntime":
+        from cnnkit.export import predict as onnx_predict
+
+        preds = onnx_predict(
+            str(opts["model"]), str(opts["source"]), topk=topk, batch=opts.get("batch", 64)
+        )
+    else:
+        from cnnkit.train import classify
+
+        preds = classify.predict(
+            opts.get("run"),
+            str(opts["source"]),
+            weights=opts.get("weights"),
+            topk=topk,
+            batch=opts.get("batch", 64),
+        )
     for p in preds:
         top = ", ".join(f"{c} {percent(q)}" for c, q in p.top)
         print(f"{p.path}: {p.label} {percent(p.prob)}   top-{len(p.top)}: {top}")
     return 0
+
+
+def _backend(opts: dict[str, Any]) -> str:
+    """``backend=torch`` (run= or weights=) or ``backend=onnxruntime`` (model=FILE.onnx)."""
+    backend = str(opts.get("backend", "torch")).lower()
+    if backend not in ("torch", "onnxruntime"):
+        raise CnnkitError(
+            f"backend={opts['backend']!r} is not known; use backend=torch or backend=onnxruntime."
+        )
+    model = opts.get("model")
+    if backend == "onnxruntime":
+        if model is None or "run" in opts or "weights" in opts:
+            raise CnnkitError(
+                "backend=onnxruntime runs an exported file: pass model=FILE.onnx instead of run= "
+                "or weights= (make it with `cnnkit export run=runs/classify/NAME format=onnx`)."
+            )
+        return backend
+    if model is not None:
+        hint = "add backend=onnxruntime" if str(model).endswith(".onnx") else "use run= or weights="
+        raise CnnkitError(f"model={model!r} is for backend=onnxruntime (an .onnx file); {hint}.")
+    if str(opts.get("weights", "")).endswith(".onnx"):
+        raise CnnkitError(
+            f"weights={opts['weights']!r} is an ONNX file; run it with "
+            f"model={opts['weights']} backend=onnxruntime."
+        )
+    return backend

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ __all__ = [
     "evaluate",
     "load_run_model",
     "predict",
+    "predict_with",
     "prepare",
     "train",
 ]
@@ -600,6 +601,40 @@ def predict(
     else:
         model, meta = load_run_model(run, weights)
         pre, names, was = Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]), False
+    try:
+        return predict_with(model, source, preprocess=pre, classes=names, batch=batch, topk=topk)
+    finally:
+        model.train(was)
+
+
+def predict_with(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    source: str | os.PathLike | Sequence[str | os.PathLike] | torch.Tensor,
+    *,
+    preprocess: Preprocess | None = None,
+    classes: Sequence[str] | None = None,
+    batch: int = 64,
+    topk: int = 5,
+) -> list[Prediction]:
+    """Classify images with any forward function: the decode/resize/normalize and top-k of
+    :func:`predict`, shared by every backend (``cnnkit.export`` runs ONNX Runtime through it).
+
+    Args:
+        forward: Maps a float32 batch ``(N, n_C, n_H, n_W)`` to logits ``(N, K)``
+            (an ``nn.Module`` in eval mode, or an ONNX Runtime wrapper).
+        source: An image, a folder of images, a list of files, or a tensor batch.
+        preprocess: Size, channels and mean/std applied to image files.
+        classes: Class names (default ``"0"``, ``"1"``, ...).
+        batch: Images per forward pass.
+        topk: Classes listed per image.
+
+    Returns:
+        One :class:`Prediction` per image, in file (or row) order.
+    """
+    _check_count("batch", batch, 64)
+    _check_count("topk", topk, 5)
+    pre = preprocess
+    names = list(classes) if classes is not None else None
     if isinstance(source, torch.Tensor):
         if source.ndim != 4:
             raise CnnkitError(
@@ -614,23 +649,20 @@ def predict(
         paths = [str(f) for f in files]
         inputs = [pre.load_files(files[i : i + batch]) for i in range(0, len(files), batch)]
     out: list[Prediction] = []
-    try:
-        with torch.no_grad():
-            for x in inputs:
-                logits = model(x)
-                if logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
-                    p1 = torch.sigmoid(logits[:, 0])
-                    probs = torch.stack([1 - p1, p1], 1)  # (B,) -> (B, 2)
-                else:
-                    probs = logits.softmax(1)
-                if names is None:
-                    names = [str(j) for j in range(probs.shape[1])]
-                vals, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
-                for v, ix in zip(vals.tolist(), idx.tolist()):
-                    top = [(names[j], float(q)) for j, q in zip(ix, v)]
-                    out.append(Prediction(paths[len(out)], top[0][0], top[0][1], top))
-    finally:
-        model.train(was)
+    with torch.no_grad():
+        for x in inputs:
+            logits = forward(x)
+            if logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
+                p1 = torch.sigmoid(logits[:, 0])
+                probs = torch.stack([1 - p1, p1], 1)  # (B,) -> (B, 2)
+            else:
+                probs = logits.softmax(1)
+            if names is None:
+                names = [str(j) for j in range(probs.shape[1])]
+            vals, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
+            for v, ix in zip(vals.tolist(), idx.tolist()):
+                top = [(names[j], float(q)) for j, q in zip(ix, v)]
+                out.append(Prediction(paths[len(out)], top[0][0], top[0][1], top))
     return out
 
 
