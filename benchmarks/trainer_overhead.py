@@ -62,6 +62,19 @@ def hand_loop(
     return time.perf_counter() - t0
 
 
+def synthetic(
+    size: tuple[int, int, int], n: int, labels: torch.Tensor | None = None
+) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+    """``n`` random uint8 images as an ImageSet, their normalized floats and labels."""
+    n_H, n_W, n_C = size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, n_C, n_H, n_W), dtype=torch.uint8, generator=g)
+    if labels is None:
+        labels = torch.randint(0, 10, (n,), generator=g)
+    pre = Preprocess((n_H, n_W), n_C, (0.5,) * n_C, (0.25,) * n_C)
+    return ImageSet(images, labels, pre, "train"), pre.normalize(images), labels
+
+
 def bench(
     name: str,
     model_name: str,
@@ -73,13 +86,8 @@ def bench(
     **kw: object,
 ) -> dict[str, float]:
     """Median img/s of both loops and their ratio."""
-    n_H, n_W, n_C = size
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, n_C, n_H, n_W), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    pre = Preprocess((n_H, n_W), n_C, (0.5,) * n_C, (0.25,) * n_C)
-    data = ImageSet(images, labels, pre, "train")
-    x = pre.normalize(images)  # the hand loop gets its floats for free
+    n_C = size[2]
+    data, x, labels = synthetic(size, n)  # the hand loop gets its floats for free
     torch.manual_seed(0)
     m_hand = create(model_name, num_classes=10, in_channels=n_C, **kw)
     m_fit = copy.deepcopy(m_hand)

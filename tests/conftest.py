@@ -11,6 +11,13 @@ import os
 
 import pytest
 
+# speed calibrations (cnnkit.train.speed) are cached per machine: the tests keep theirs
+# in a folder of their own, never in the user's cache
+if "CNNKIT_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["CNNKIT_CACHE"] = tempfile.mkdtemp(prefix="cnnkit-test-cache-")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"

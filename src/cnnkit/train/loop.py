@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from cnnkit.data.augment import Augment, TensorBatches, epoch_order, shard_batch
 from cnnkit.data.datasets import ImageSet, Preprocess, default_workers, seed_worker
@@ -41,6 +41,7 @@ from cnnkit.train.checkpoint import (
 from cnnkit.train.config import TrainConfig, lr_factor
 from cnnkit.train.distributed import DistContext, rank_seed, shard_weight
 from cnnkit.train.progress import Progress
+from cnnkit.train.speed import SpeedChoice, autocast, resolve_speed
 from cnnkit.train.tasks import Classification, Task
 
 __all__ = ["FitResult", "build_optimizer", "evaluate_model", "fit", "resolve_epochs"]
@@ -71,6 +72,8 @@ class FitResult:
         stopped_early: Whether early stopping ended the run.
         run_dir: The run folder, if any.
         notes: Things the trainer decided and said (epochs auto, re-planned schedule, ...).
+        speed: The resolved speed settings (``precision``, ``memory_format``, ``compile``,
+            ``step_ms``, ``reason``), also saved as ``speed`` in ``last_state.pt``.
     """
 
     model: nn.Module
@@ -82,6 +85,7 @@ class FitResult:
     stopped_early: bool = False
     run_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    speed: dict[str, Any] = field(default_factory=dict)
 
 
 class _EpochBatchSampler(Sampler[list[int]]):
@@ -652,6 +656,14 @@ def _fit(
     total_steps = epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch) if cfg.schedule != "onecycle" else 0
     decay_rate = cfg.resolved("decay_rate")
+    recorded = saved.get("speed") if resume else None
+    speed = _resolve_speed(model, train, cfg, task, arch, device, total_steps, recorded, dist_ctx)
+    st["speed"] = speed.to_dict()
+    notes.append(speed.note())
+    if speed.memory_format == "channels_last":
+        model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its params
+    to_channels_last = speed.memory_format == "channels_last"
+    amp = autocast(speed.precision, device)
     prev_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(bool(cfg.deterministic))
     stopped = False
@@ -694,6 +706,8 @@ def _fit(
         _write_results(run / "results.csv", st["history"])
 
     net = dist_ctx.wrap(model)  # DistributedDataParallel across processes, else model itself
+    if speed.compile:
+        net = torch.compile(net)
     n_train = len(train)  # type: ignore[arg-type]
 
     def save_point() -> None:
@@ -725,8 +739,11 @@ def _fit(
                     for g in opt.param_groups:
                         g["lr"] = lr
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    out = net(x)
-                    loss = task.loss(out, y)
+                    if to_channels_last and x.ndim == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with amp:
+                        out = net(x)
+                        loss = task.loss(out, y)
                     # one decision on every process: one that skipped backward() would
                     # leave the others waiting in it
                     bad = dist_ctx.any(not bool(torch.isfinite(loss.detach())))
@@ -850,7 +867,63 @@ def _fit(
         stopped_early=stopped,
         run_dir=run,
         notes=notes,
+        speed=st["speed"],
     )
+
+
+def _resolve_speed(
+    model: nn.Module,
+    train: Dataset,
+    cfg: TrainConfig,
+    task: Task,
+    arch: str,
+    device: torch.device,
+    total_steps: int,
+    recorded: Any,
+    dist_ctx: DistContext,
+) -> SpeedChoice:
+    """The run's precision, memory format and compile choice (see :mod:`cnnkit.train.speed`).
+
+    A resumed run keeps what its state recorded for every ``auto`` setting; otherwise
+    rank 0 calibrates on the first mini-batch (when a setting is ``auto``) and every
+    process takes its choice.
+    """
+    if isinstance(recorded, Mapping):
+        return SpeedChoice(
+            precision=recorded["precision"] if cfg.precision == "auto" else cfg.precision,
+            memory_format=(
+                recorded["memory_format"] if cfg.memory_format == "auto" else cfg.memory_format
+            ),
+            compile=bool(recorded["compile"]) if cfg.compile == "auto" else bool(cfg.compile),
+            step_ms=recorded.get("step_ms"),
+            reason="as recorded in the resumed run",
+        )
+    choice = SpeedChoice()
+    if dist_ctx.is_main:
+        x = y = None
+        if "auto" in (cfg.precision, cfg.memory_format):
+            k = min(cfg.batch, len(train))  # type: ignore[arg-type]
+            if isinstance(train, ImageSet):
+                x, y = train.preprocess.normalize(train.images[:k]), train.labels[:k]
+            else:
+                x, y = default_collate([train[i] for i in range(k)])
+            x, y = x.to(device), y.to(device)
+        choice, _ = resolve_speed(
+            model,
+            arch,
+            x,
+            y,
+            precision=cfg.precision,
+            memory_format=cfg.memory_format,
+            compile=cfg.compile,
+            make_opt=lambda m: build_optimizer(m, cfg),
+            loss_fn=task.loss,
+            device=device,
+            total_steps=total_steps,
+        )
+    if dist_ctx.distributed:
+        choice = SpeedChoice(**dist_ctx.broadcast(choice.to_dict()))
+    return choice
 
 
 def lr_now(opt: torch.optim.Optimizer) -> float:
