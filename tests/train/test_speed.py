@@ -212,3 +212,12 @@ def test_calibration_is_invisible_to_the_models_hooks(monkeypatch):
     net.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
     fit(net, _data(), **QUICK)
     assert calls == [16] * 4  # the 4 training steps of 64 examples, nothing from calibration
+
+
+def test_compile_accepts_true_and_false_written_as_text() -> None:
+    from cnnkit.train import TrainConfig
+
+    assert TrainConfig.from_dict({"compile": "false"}).compile is False
+    assert TrainConfig.from_dict({"compile": "True"}).compile is True
+    with pytest.raises(CnnkitError, match="unknown compile 'maybe': use one of"):
+        TrainConfig.from_dict({"compile": "maybe"})

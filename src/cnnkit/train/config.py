@@ -283,6 +283,8 @@ class TrainConfig:
             raise unknown_name("precision", str(self.precision), PRECISIONS)
         if self.memory_format not in MEMORY_FORMATS:
             raise unknown_name("memory_format", str(self.memory_format), MEMORY_FORMATS)
+        if isinstance(self.compile, str) and self.compile.lower() in ("true", "false"):
+            self.compile = self.compile.lower() == "true"  # "false" from Python, as on the CLI
         if not (isinstance(self.compile, bool) or self.compile == "auto"):
             raise unknown_name("compile", str(self.compile), ("auto", "true", "false"))
         if not isinstance(self.monitor, str) or not self.monitor.startswith(("dev_", "train_")):
