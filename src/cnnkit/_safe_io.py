@@ -14,6 +14,7 @@ checkpoints for ``cnnkit.train``):
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,13 @@ class UnsafeFileWarning(UserWarning):
     """A file was loaded as a full pickle because the user passed ``trust_pickle=True``."""
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours parts of its load errors
+
+
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (or its type name when it has none)."""
-    text = str(e).strip()
+    """The first line of an exception's message, without terminal colour codes (or its
+    type name when it has none)."""
+    text = _ANSI.sub("", str(e)).strip()
     return text.splitlines()[0].rstrip(".") if text else type(e).__name__
 
 

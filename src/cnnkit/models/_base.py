@@ -8,7 +8,6 @@ and ``reset_classifier(num_classes)`` (transfer learning builds on these).
 from __future__ import annotations
 
 import os
-import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit._safe_io import check_size, torch_load
+from cnnkit._safe_io import check_size, first_line, torch_load
 from cnnkit.errors import CnnkitError, unknown_name
 
 __all__ = [
@@ -142,14 +141,6 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _first_line(e: BaseException) -> str:
-    text = _ANSI.sub("", str(e)).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(e).__name__
-
-
 # set by ``create(..., trust_pickle=True)`` for the duration of one build
 TRUST_PICKLE: ContextVar[bool] = ContextVar("cnnkit_trust_pickle", default=False)
 
@@ -182,7 +173,7 @@ def read_state_dict(
             return load_file(str(p))
         except Exception as e:  # safetensors' own error type changed name across versions
             raise CnnkitError(
-                f"cannot read weights file {str(p)!r}: {_first_line(e)} (truncated or not "
+                f"cannot read weights file {str(p)!r}: {first_line(e)} (truncated or not "
                 "a safetensors file?)."
             ) from None
     if p.suffix in {".pth", ".pt", ".bin"}:
