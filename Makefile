@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := build/.installed-dev
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench bench-keras-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+# benchmarks (not part of the tests): Keras 3 on JAX lives in its own venv
+KERAS_VENV := benchmarks/.venv-keras
+
+bench-keras-venv:
+	$(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/python -m pip install -q "keras>=3" "jax[cpu]"
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_bench.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis

@@ -38,6 +38,7 @@ RESULTS_HEADER = [
     "lr",
     "seconds",
     "img_per_s",
+    "data_s",
 ]
 SCORE = re.compile(
     r"^(?P<split>\w+) accuracy (?P<acc>\d+\.\d)%  "
@@ -484,6 +485,11 @@ def test_digits_run_folder(world):
     assert abs(float(best["dev_loss"]) - float(m.group(2))) < 1e-3
     scores = _scores(summary)
     assert set(scores) == {"dev", "test"}
+    # the speed settings it trained with are kept with the scores
+    assert summary.endswith(
+        "speed: fp32 + contiguous (auto: 0.36 M conv multiply-adds per example, under 20 M: "
+        "small nets run fastest in fp32)\n"
+    ), summary
     assert scores["dev"]["acc"] == f"{100 * float(best['dev_accuracy']):.1f}"
     sizes = _split_sizes(world["digits"].stdout)
     assert int(scores["test"]["n"]) == 359 == sizes["test"]

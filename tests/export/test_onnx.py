@@ -134,6 +134,8 @@ def test_cli_export_mistakes(run, tmp_path, capsys):
     assert "must end in .onnx" in capsys.readouterr().err
     assert main(["export", f"run={run}", "fromat=onnx"]) == 2
     assert "did you mean format=?" in capsys.readouterr().err
+    assert main(["export", f"run={run}", "tol=-1"]) == 2
+    assert "tol must be a positive number, got -1; e.g. tol=1e-3." in capsys.readouterr().err
     assert not list(tmp_path.glob("*.onnx"))
 
 
@@ -217,3 +219,47 @@ def test_zoo_mobilenet_v2_parity(tmp_path):
     for a, b in zip(ref_p, got_p):
         pa, pb = dict(a.top), dict(b.top)
         assert max(abs(pa[k] - pb[k]) for k in pa) < 1e-4
+
+
+class _AlwaysDropout(torch.nn.Module):
+    """A common bug: dropout hard-wired on, so the model is random even in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).mean((2, 3))  # (B, 4, 6, 6) -> (B, 4)
+        return self.fc(torch.nn.functional.dropout(h, 0.5, training=True))
+
+
+def test_parity_failure_writes_nothing_and_names_the_cause(tmp_path):
+    out = tmp_path / "random.onnx"
+    with pytest.raises(CnnkitError) as e:
+        to_onnx(_AlwaysDropout(), out, input_size="8x8x1")
+    msg = str(e.value)
+    assert msg.startswith("the model is random at inference: two PyTorch passes over the same 4")
+    assert "training=self.training" in msg and "nothing was written" in msg
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_parity_failure_at_huge_logits_says_rounding_and_tol_accepts_it(tmp_path, capsys):
+    # a real mismatch: logits of about 1e5 carry fp32 rounding far above 1e-4 when ONNX
+    # Runtime sums in another order than PyTorch
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 64, 3), torch.nn.Flatten(), torch.nn.Linear(64 * 30 * 30, 3)
+    )
+    with torch.no_grad():
+        model[2].weight.mul_(1e5)
+    out = tmp_path / "big.onnx"
+    with pytest.raises(CnnkitError) as e:
+        to_onnx(model, out, input_size="32x32x1")
+    msg = str(e.value)
+    assert msg.startswith("the ONNX model's logits differ from PyTorch's by ")
+    assert "fp32 rounding at this scale; nothing was written; pass tol=" in msg
+    assert not out.exists()
+    tol = float(msg.rsplit("tol=", 1)[1].split()[0].rstrip("."))
+    res = to_onnx(model, out, input_size="32x32x1", tol=tol)
+    assert out.exists() and 1e-4 < res.parity <= tol

@@ -314,7 +314,7 @@ def _files(run: Path) -> set[str]:
 def _rows(run: Path) -> list[dict[str, str]]:
     with open(run / "results.csv") as f:
         return [
-            {k: v for k, v in row.items() if k not in ("seconds", "img_per_s")}
+            {k: v for k, v in row.items() if k not in ("seconds", "img_per_s", "data_s")}
             for row in csv.DictReader(f)
         ]
 

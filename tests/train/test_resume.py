@@ -107,7 +107,9 @@ def _assert_same(a: object, b: object, where: str = "") -> None:
 
 
 def _history_without_times(h: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("seconds", "img_per_s")} for row in h]
+    return [
+        {k: v for k, v in row.items() if k not in ("seconds", "img_per_s", "data_s")} for row in h
+    ]
 
 
 @pytest.fixture(scope="module")

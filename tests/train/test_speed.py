@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -34,6 +35,8 @@ ALLOWED = {("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    # a quiet machine, whatever else runs beside the tests (see test_busy_machine_...)
+    monkeypatch.setattr(speed_mod, "_load_average", lambda: 0.0)
 
 
 def _data(n: int = 64, hw: int = 8) -> ImageSet:
@@ -221,3 +224,51 @@ def test_compile_accepts_true_and_false_written_as_text() -> None:
     assert TrainConfig.from_dict({"compile": "True"}).compile is True
     with pytest.raises(CnnkitError, match="unknown compile 'maybe': use one of"):
         TrainConfig.from_dict({"compile": "maybe"})
+
+
+def test_a_calibration_on_a_busy_machine_is_used_but_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed_mod, "MIN_CONV_MACS", 0)
+    monkeypatch.setattr(speed_mod, "_load_average", lambda: 99.0)
+    calls = []
+    real = speed_mod._calibrate
+    monkeypatch.setattr(speed_mod, "_calibrate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r = fit(_net(), _data(), **QUICK)
+    assert (r.speed["precision"], r.speed["memory_format"]) in ALLOWED
+    note = _speed_note(r.notes)
+    assert note.endswith(
+        "; not cached: the machine was busy (load average 99.0 on "
+        f"{len(os.sched_getaffinity(0))} cores), so the next run calibrates again)"
+    ), note
+    assert not (tmp_path / "cache" / "speed.json").exists()
+    fit(_net(), _data(), **QUICK)
+    assert calls == [1, 1]  # nothing was cached: the second run calibrated again
+    monkeypatch.setattr(speed_mod, "_load_average", lambda: 0.0)
+    fit(_net(), _data(), **QUICK)
+    assert calls == [1, 1, 1] and (tmp_path / "cache" / "speed.json").exists()
+
+
+def test_candidates_take_turns_step_by_step(monkeypatch):
+    order = []
+    real = speed_mod._Candidate.step
+
+    def spy(self, loss_fn, y, device, timed):
+        order.append((self.precision, self.memory_format, timed))
+        return real(self, loss_fn, y, device, timed)
+
+    monkeypatch.setattr(speed_mod._Candidate, "step", spy)
+    cands = [("fp32", "contiguous"), ("fp32", "channels_last")]
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    out = speed_mod._time_candidates(
+        _net(),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        nn.functional.cross_entropy,
+        x,
+        y,
+        cands,
+        torch.device("cpu"),
+        steps=2,
+    )
+    warm = [(p, f, False) for p, f in cands]
+    rounds = [(p, f, True) for p, f in cands]
+    assert order == warm + rounds + rounds
+    assert len(out) == 2 and all(ms > 0 and 0 < loss < 10 for ms, loss in out)

@@ -15,11 +15,11 @@ Export the run's best weights (verified by the checkpoint manifest) to ONNX with
 dynamic batch axis; the preprocessing and class names travel in the file's metadata,
 so `cnnkit predict model=FILE.onnx backend=onnxruntime source=IMG` needs nothing else.
 The file is written only after PyTorch and ONNX Runtime agree on 4 random images
-(max abs difference of the logits <= 1e-4). Then batch-1 latency and batch-64
+(max abs difference of the logits <= tol, 1e-4 by default). Then batch-1 latency and batch-64
 throughput of both backends are printed (bench=false skips the timing).
 
 settings: run, weights, format=onnx, out (default: weights/best.onnx beside the
-weights), opset (default: the exporter's), bench=true
+weights), opset (default: the exporter's), bench=true, tol=1e-4
 """
 
 
@@ -37,7 +37,7 @@ def export(argv: Sequence[str]) -> int:
     if wants_help:
         print(EXPORT_HELP, end="")
         return 0
-    check_keys(opts, ["run", "weights", "format", "out", "opset", "bench"], "export")
+    check_keys(opts, ["run", "weights", "format", "out", "opset", "bench", "tol"], "export")
     if pos:
         raise CnnkitError(
             f"`cnnkit export` takes key=value settings, got {' '.join(pos)!r}; "
@@ -56,6 +56,9 @@ def export(argv: Sequence[str]) -> int:
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 7):
         raise CnnkitError(f"opset must be an ONNX opset number, got {opset!r}; e.g. opset=18.")
     bench = flag(opts, "bench", True)
+    tol = opts.get("tol", 1e-4)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+        raise CnnkitError(f"tol must be a positive number, got {tol!r}; e.g. tol=1e-3.")
     out = opts.get("out")
     if out is not None and not str(out).endswith(".onnx"):
         raise CnnkitError(f"out={out!r} must end in .onnx, e.g. out=model.onnx.")
@@ -68,6 +71,7 @@ def export(argv: Sequence[str]) -> int:
         weights=opts.get("weights"),
         opset=opset,
         bench=bench,
+        tol=float(tol),
     )
     H, W, C = res.input_size
     print(

@@ -398,7 +398,9 @@ def _fit_and_report(
             f"({result.monitor} {result.best:.4g})"
         )
     lines += [score_line(k, v) for k, v in scores.items()]
-    text = "\n".join(lines) + "\n"
+    # the speed settings the run trained with, and why (printed at its start too)
+    speed = [n for n in result.notes if n.startswith("speed: ")]
+    text = "\n".join(lines + speed) + "\n"
     if ctx.is_main:
         atomic_write(run / "summary.txt", lambda f: f.write(text.encode()))
     for line in lines:

@@ -5,13 +5,15 @@ fp32 + contiguous (small nets lose more to conversions than they gain). For larg
 ``precision=auto`` / ``memory_format=auto`` are resolved by a short calibration: a few
 timed training steps (forward, loss, backward, optimizer step) of each candidate on a
 throwaway copy of the model and a fresh optimizer, on the first mini-batch of the real
-training set. The fastest candidate wins when it is at least ``MIN_GAIN`` times faster
-than fp32 + contiguous, and bf16 only when its loss on that batch is within
-``BF16_LOSS_TOLERANCE`` of the fp32 loss. The model, the optimizer and every random
-number generator are left exactly as they were. The result is cached in
-``$CNNKIT_CACHE/speed.json`` (default ``$XDG_CACHE_HOME/cnnkit`` or ``~/.cache/cnnkit``)
-under the architecture, input shape, batch, torch version and CPU capability, so later
-runs skip the calibration.
+training set, the candidates taking turns step by step. The fastest candidate wins when
+it is at least ``MIN_GAIN`` times faster than fp32 + contiguous, and bf16 only when its
+loss on that batch is within ``BF16_LOSS_TOLERANCE`` of the fp32 loss. The model, the
+optimizer and every random number generator are left exactly as they were. The result is
+cached in ``$CNNKIT_CACHE/speed.json`` (default ``$XDG_CACHE_HOME/cnnkit`` or
+``~/.cache/cnnkit``) under the architecture, input shape, batch, torch version and CPU
+capability, so later runs skip the calibration; not when the machine was busy (load
+average over ``BUSY_LOAD`` times its cores), as timings taken then may not hold on a
+quiet machine.
 
 ``compile=auto`` compiles only when the estimated run time (the calibrated fp32 step
 time x steps) is over ``COMPILE_REPAY`` times ``COMPILE_COST_S``, the assumed compile
@@ -50,8 +52,11 @@ MIN_GAIN = 1.1
 #: calibrating: small nets (LeNet-5: 0.4 M) lose more to layout and dtype conversions than
 #: they gain; a CIFAR-size ResNet-18 has 556 M.
 MIN_CONV_MACS = 20e6
-#: Timed steps per candidate (after one warm-up step).
+#: Timed steps per candidate (after one warm-up step), the candidates taking turns.
 STEPS = 2
+#: A calibration is not cached when the CPU's load average is over this many times its
+#: cores (the machine is shared; the next run calibrates again).
+BUSY_LOAD = 1.5
 #: The bf16 loss on the calibration batch may differ from fp32's by this fraction.
 BF16_LOSS_TOLERANCE = 0.02
 #: Assumed cost of ``torch.compile`` of one model, in seconds (measured 20-30 s on CPU).
@@ -153,39 +158,94 @@ def _write_cache(path: Path, key: str, value: dict[str, Any]) -> None:
         pass
 
 
-def _time_candidate(
+class _Candidate:
+    """One candidate setting on its own throwaway copy of the model, ready to step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        make_opt: Callable[[nn.Module], torch.optim.Optimizer],
+        x: torch.Tensor,
+        precision: str,
+        memory_format: str,
+    ) -> None:
+        self.precision, self.memory_format = precision, memory_format
+        self.m = _bare_copy(model)
+        self.m.train()
+        self.x = x
+        if memory_format == "channels_last":
+            self.m.to(memory_format=torch.channels_last)
+            self.x = x.contiguous(memory_format=torch.channels_last)
+        self.opt = make_opt(self.m)
+        self.times: list[float] = []
+        self.first_loss = float("nan")
+
+    def step(
+        self,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        y: torch.Tensor,
+        device: torch.device,
+        timed: bool,
+    ) -> None:
+        """One training step; its milliseconds are kept when ``timed``, else its loss."""
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        with autocast(self.precision, device):
+            loss = loss_fn(self.m(self.x), y)
+        loss.backward()
+        self.opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if timed:
+            self.times.append((time.perf_counter() - t0) * 1000)
+        else:
+            self.first_loss = float(loss.detach())
+
+
+def _time_candidates(
     model: nn.Module,
     make_opt: Callable[[nn.Module], torch.optim.Optimizer],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
-    precision: str,
-    memory_format: str,
+    candidates: list[tuple[str, str]],
     device: torch.device,
     steps: int,
-) -> tuple[float, float]:
-    """The fastest of ``steps`` timed training steps (ms) and the first step's loss, on a copy."""
-    m = _bare_copy(model)
-    m.train()
-    if memory_format == "channels_last":
-        m.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = make_opt(m)
-    times, first = [], float("nan")
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with autocast(precision, device):
-            loss = loss_fn(m(x), y)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i == 0:
-            first = float(loss.detach())
-        else:
-            times.append((time.perf_counter() - t0) * 1000)
-    return min(times), first
+) -> list[tuple[float, float]]:
+    """Per candidate, each on its own copy: the fastest of ``steps`` timed training steps
+    (ms) and the loss of its warm-up step.
+
+    The candidates take turns, one step each per round, so that a burst of load from
+    another process slows all of them alike rather than one.
+    """
+    cands = [_Candidate(model, make_opt, x, p, f) for p, f in candidates]
+    for c in cands:
+        c.step(loss_fn, y, device, timed=False)
+    for _ in range(steps):
+        for c in cands:
+            c.step(loss_fn, y, device, timed=True)
+    return [(min(c.times), c.first_loss) for c in cands]
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, where the system has one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _busy(device: torch.device) -> str:
+    """Why timings taken now are not worth caching ("" when they are).
+
+    A CPU whose 1-minute load average exceeds ``BUSY_LOAD`` times its usable cores is
+    shared with other work: a calibration there may pick a setting that is not the
+    fastest on a quiet machine.
+    """
+    if device.type != "cpu":
+        return ""
+    load = _load_average()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if load is None or not cores or load <= BUSY_LOAD * cores:
+        return ""
+    return f"the machine was busy (load average {load:.1f} on {cores} cores)"
 
 
 _HOOKS = (
@@ -322,7 +382,10 @@ def resolve_speed(
             finally:
                 _rng_restore(snap, device)
             calibrated = True
-            if use_cache:
+            busy = _busy(device)
+            if busy:
+                choice.reason += f"; not cached: {busy}, so the next run calibrates again"
+            elif use_cache:
                 _write_cache(path, key, choice.to_dict())
     if compile == "auto":
         est = (choice.step_ms or 0.0) / 1000 * total_steps
@@ -347,16 +410,12 @@ def _calibrate(
 ) -> None:
     """Time each candidate and write the winner into ``choice``."""
     shape = "x".join(str(s) for s in x.shape)
+    timed = _time_candidates(model, make_opt, loss_fn, x, y, candidates, device, STEPS)
     base = candidates[0]
-    base_ms, base_loss = _time_candidate(
-        model, make_opt, loss_fn, x, y, *base, device=device, steps=STEPS
-    )
+    base_ms, base_loss = timed[0]
     choice.step_ms = base_ms
     best, best_ms, refused = base, base_ms, ""
-    for cand in candidates[1:]:
-        ms, loss = _time_candidate(
-            model, make_opt, loss_fn, x, y, *cand, device=device, steps=STEPS
-        )
+    for cand, (ms, loss) in zip(candidates[1:], timed[1:], strict=True):
         if cand[0] == "bf16":
             rel = abs(loss - base_loss) / max(abs(base_loss), 1e-12)
             if not rel < BF16_LOSS_TOLERANCE:
