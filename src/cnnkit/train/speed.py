@@ -1,7 +1,7 @@
 """Automatic speed settings: precision, memory format and ``torch.compile``.
 
 A net with convolutions of fewer than ``MIN_CONV_MACS`` multiply-adds per example keeps
-fp32 + contiguous (small nets lose more to conversions than they gain). For larger ones
+fp32 + contiguous (its steps are mostly per-operation overhead). For larger ones
 ``precision=auto`` / ``memory_format=auto`` are resolved by a short calibration: a few
 timed training steps (forward, loss, backward, optimizer step) of each candidate on a
 throwaway copy of the model and a fresh optimizer, on the first mini-batch of the real
@@ -11,9 +11,8 @@ loss on that batch is within ``BF16_LOSS_TOLERANCE`` of the fp32 loss. The model
 optimizer and every random number generator are left exactly as they were. The result is
 cached in ``$CNNKIT_CACHE/speed.json`` (default ``$XDG_CACHE_HOME/cnnkit`` or
 ``~/.cache/cnnkit``) under the architecture, input shape, batch, torch version and CPU
-capability, so later runs skip the calibration; not when the machine was busy (load
-average over ``BUSY_LOAD`` times its cores), as timings taken then may not hold on a
-quiet machine.
+capability, so later runs skip the calibration (and choose alike). A calibration on a
+busy machine (load average over ``BUSY_LOAD`` times its cores) says so in its note.
 
 ``compile=auto`` compiles only when the estimated run time (the calibrated fp32 step
 time x steps) is over ``COMPILE_REPAY`` times ``COMPILE_COST_S``, the assumed compile
@@ -49,13 +48,17 @@ __all__ = [
 #: A candidate must beat fp32 + contiguous by this factor to be chosen (timing noise).
 MIN_GAIN = 1.1
 #: A net with fewer convolution multiply-adds per example keeps fp32 + contiguous without
-#: calibrating: small nets (LeNet-5: 0.4 M) lose more to layout and dtype conversions than
-#: they gain; a CIFAR-size ResNet-18 has 556 M.
-MIN_CONV_MACS = 20e6
-#: Timed steps per candidate (after one warm-up step), the candidates taking turns.
+#: calibrating: its steps are mostly per-operation overhead. LeNet-5 (0.36 M) is above it
+#: and calibrated: channels_last made it 1.3x faster on a 2-core AVX-512 CPU with torch
+#: 2.14 (``benchmarks/train_bench.py``); a CIFAR-size ResNet-18 has 556 M.
+MIN_CONV_MACS = 0.1e6
+#: Timed steps per candidate (at least; after one warm-up step), the candidates taking
+#: turns, until ``MIN_CALIBRATION_S`` have passed or ``MAX_STEPS`` rounds are done.
 STEPS = 2
-#: A calibration is not cached when the CPU's load average is over this many times its
-#: cores (the machine is shared; the next run calibrates again).
+MIN_CALIBRATION_S = 0.5
+MAX_STEPS = 20
+#: A CPU whose load average is over this many times its cores is busy: the calibration
+#: says so, as its choice may not be the fastest on a quiet machine.
 BUSY_LOAD = 1.5
 #: The bf16 loss on the calibration batch may differ from fp32's by this fraction.
 BF16_LOSS_TOLERANCE = 0.02
@@ -211,20 +214,25 @@ def _time_candidates(
     candidates: list[tuple[str, str]],
     device: torch.device,
     steps: int,
-) -> list[tuple[float, float]]:
-    """Per candidate, each on its own copy: the fastest of ``steps`` timed training steps
-    (ms) and the loss of its warm-up step.
+) -> list[tuple[float, float, list[float]]]:
+    """Per candidate, each on its own copy: its fastest timed training step (ms), the
+    loss of its warm-up step, and all its step times.
 
     The candidates take turns, one step each per round, so that a burst of load from
-    another process slows all of them alike rather than one.
+    another process slows all of them alike rather than one: at least ``steps`` rounds,
+    more (up to ``MAX_STEPS``) until ``MIN_CALIBRATION_S`` have passed, so that fast
+    steps are timed often enough to rise above the noise.
     """
     cands = [_Candidate(model, make_opt, x, p, f) for p, f in candidates]
     for c in cands:
         c.step(loss_fn, y, device, timed=False)
-    for _ in range(steps):
+    t0 = time.perf_counter()
+    rounds = 0
+    while rounds < steps or (rounds < MAX_STEPS and time.perf_counter() - t0 < MIN_CALIBRATION_S):
         for c in cands:
             c.step(loss_fn, y, device, timed=True)
-    return [(min(c.times), c.first_loss) for c in cands]
+        rounds += 1
+    return [(min(c.times), c.first_loss, c.times) for c in cands]
 
 
 def _load_average() -> float | None:
@@ -233,7 +241,7 @@ def _load_average() -> float | None:
 
 
 def _busy(device: torch.device) -> str:
-    """Why timings taken now are not worth caching ("" when they are).
+    """Why timings taken now may mislead ("" when the machine is quiet).
 
     A CPU whose 1-minute load average exceeds ``BUSY_LOAD`` times its usable cores is
     shared with other work: a calibration there may pick a setting that is not the
@@ -373,7 +381,7 @@ def resolve_speed(
         elif (macs := conv_macs(model, x)) < MIN_CONV_MACS:
             choice.reason = (
                 f"auto: {macs / 1e6:.2g} M conv multiply-adds per example, under "
-                f"{MIN_CONV_MACS / 1e6:g} M: small nets run fastest in fp32"
+                f"{MIN_CONV_MACS / 1e6:g} M: too small for bf16 or channels_last to pay off"
             )
         else:
             snap = _rng_snapshot(device)
@@ -384,8 +392,8 @@ def resolve_speed(
             calibrated = True
             busy = _busy(device)
             if busy:
-                choice.reason += f"; not cached: {busy}, so the next run calibrates again"
-            elif use_cache:
+                choice.reason += f"; {busy}: delete {path} to calibrate again on a quiet one"
+            if use_cache:
                 _write_cache(path, key, choice.to_dict())
     if compile == "auto":
         est = (choice.step_ms or 0.0) / 1000 * total_steps
@@ -411,11 +419,12 @@ def _calibrate(
     """Time each candidate and write the winner into ``choice``."""
     shape = "x".join(str(s) for s in x.shape)
     timed = _time_candidates(model, make_opt, loss_fn, x, y, candidates, device, STEPS)
+    steps = len(timed[0][2])
     base = candidates[0]
-    base_ms, base_loss = timed[0]
+    base_ms, base_loss, _ = timed[0]
     choice.step_ms = base_ms
     best, best_ms, refused = base, base_ms, ""
-    for cand, (ms, loss) in zip(candidates[1:], timed[1:], strict=True):
+    for cand, (ms, loss, _) in zip(candidates[1:], timed[1:], strict=True):
         if cand[0] == "bf16":
             rel = abs(loss - base_loss) / max(abs(base_loss), 1e-12)
             if not rel < BF16_LOSS_TOLERANCE:
@@ -428,6 +437,6 @@ def _calibrate(
             best, best_ms = cand, ms
     choice.precision, choice.memory_format = best
     choice.reason = (
-        f"calibrated: {base_ms / best_ms:.2f}x fp32 on {STEPS} steps of {shape}, "
+        f"calibrated: {base_ms / best_ms:.2f}x fp32 on {steps} steps of {shape}, "
         f"fp32 {base_ms:.0f} ms/step{refused}"
     )
