@@ -13,6 +13,8 @@ intra-op threads as torch uses:
 
     python benchmarks/inference.py                        # resnet18, mobilenet_v2
     python benchmarks/inference.py --big-repeats 2 --models resnet18
+
+The table is appended to ``benchmarks/RESULTS.md`` (``--no-record`` to skip that).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import onnxruntime
 import torch
+from _record import machine, record
 
 from cnnkit.export import OnnxClassifier, benchmark, check_parity, to_onnx
 from cnnkit.models import create
@@ -57,7 +60,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="the throughput batch")
     ap.add_argument("--repeats", type=int, default=30, help="timed batch-1 passes")
     ap.add_argument("--big-repeats", type=int, default=3, help="timed large-batch passes")
+    ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
+    where = machine()
 
     print(
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
@@ -87,21 +92,25 @@ def main() -> None:
                 flush=True,
             )
 
-    print()
-    print(
+    lines = [
         f"| model | backend | batch 1 median ms | min | max | batch {args.batch} img/s "
-        "| parity (max abs diff) | max abs logit |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+        "| parity (max abs diff) | max abs logit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, s, b, parity, scale in rows:
-        print(
+        lines.append(
             f"| {name} | {s.backend} | {s.median_ms:.2f} | {s.min_ms:.2f} | {s.max_ms:.2f} "
             f"| {b.images_per_s:,.0f} | {parity:.1e} | {scale:.2g} |"
         )
-    print(
+    lines.append(
         f"\nbatch 1: {args.repeats} passes after 2 warm-up; batch {args.batch}: "
-        f"median of {args.big_repeats} passes after 2 warm-up."
+        f"median of {args.big_repeats} passes after 2 warm-up; torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}, {torch.get_num_threads()} threads."
     )
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_record:
+        record("Inference: `benchmarks/inference.py`", text, machine_line=where)
 
 
 if __name__ == "__main__":
