@@ -61,6 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _lazy(module: str, func: str):
+    """A command whose module (``cnnkit.cli.<module>``) is imported only when it runs."""
+
+    def run(argv: Sequence[str]) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f"cnnkit.cli.{module}"), func)(argv)
+
+    return run
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     import warnings
@@ -78,6 +89,11 @@ def _main(argv: Sequence[str] | None) -> int:
         "predict": classify.predict,
         "export": export.export,
         "data": data.data,
+        # the tools of ML strategy, imported when called
+        "diagnose": _lazy("diagnose", "diagnose"),
+        "select": _lazy("diagnose", "select"),
+        "analyze": _lazy("analyze", "analyze"),
+        "tune": _lazy("tune", "tune"),
     }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

@@ -1,0 +1,46 @@
+"""The discipline of an ML project, as the course teaches it.
+
+- :mod:`cnnkit.strategy.diagnose`: human-level, train, train-dev, dev and test errors
+  into avoidable bias, variance, data mismatch and dev-set overfitting, with remedies.
+- :mod:`cnnkit.strategy.select`: one optimizing metric under satisficing limits.
+- :mod:`cnnkit.strategy.analysis`: error analysis of a run's dev-set mistakes (tags,
+  ceilings, suspected mislabels, top losses, confused pairs).
+- :mod:`cnnkit.strategy.tune`: hyperparameter search with Optuna (random sampling on
+  the course's scales, coarse to fine), and the learning-rate finder.
+- :mod:`cnnkit.strategy.curves`: learning curves against epochs and training-set size.
+
+Names are imported lazily, so ``import cnnkit.strategy`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Diagnosis": "diagnose",
+    "diagnose": "diagnose",
+    "diagnose_run": "diagnose",
+    "select": "select",
+    "measure_latency": "select",
+    "export_errors": "analysis",
+    "read_tags": "analysis",
+    "tag_table": "analysis",
+    "suspected_mislabels": "analysis",
+    "top_losses": "analysis",
+    "confused_pairs": "analysis",
+    "tune": "tune",
+    "Space": "tune",
+    "lr_find": "tune",
+    "learning_curve": "curves",
+    "size_curve": "curves",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"cnnkit.strategy.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'cnnkit.strategy' has no attribute {name!r}")
