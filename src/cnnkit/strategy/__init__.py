@@ -1,15 +1,17 @@
 """The discipline of an ML project, as the course teaches it.
 
-- :mod:`cnnkit.strategy.diagnose`: human-level, train, train-dev, dev and test errors
+- :mod:`cnnkit.strategy.diagnosis`: human-level, train, train-dev, dev and test errors
   into avoidable bias, variance, data mismatch and dev-set overfitting, with remedies.
-- :mod:`cnnkit.strategy.select`: one optimizing metric under satisficing limits.
+- :mod:`cnnkit.strategy.selection`: one optimizing metric under satisficing limits.
 - :mod:`cnnkit.strategy.analysis`: error analysis of a run's dev-set mistakes (tags,
   ceilings, suspected mislabels, top losses, confused pairs).
 - :mod:`cnnkit.strategy.tune`: hyperparameter search with Optuna (random sampling on
   the course's scales, coarse to fine), and the learning-rate finder.
 - :mod:`cnnkit.strategy.curves`: learning curves against epochs and training-set size.
 
-Names are imported lazily, so ``import cnnkit.strategy`` stays cheap.
+Names are imported lazily, so ``import cnnkit.strategy`` stays cheap. No module is
+named like a function it exports (``diagnose`` lives in ``diagnosis``), so that
+importing a module never hides a function of the package.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Diagnosis": "diagnose",
-    "diagnose": "diagnose",
-    "diagnose_run": "diagnose",
-    "select": "select",
-    "measure_latency": "select",
+    "Diagnosis": "diagnosis",
+    "diagnose": "diagnosis",
+    "diagnose_run": "diagnosis",
+    "select": "selection",
+    "measure_latency": "selection",
     "export_errors": "analysis",
     "read_tags": "analysis",
     "tag_table": "analysis",
