@@ -246,6 +246,8 @@ def loss_check(key: str, steps: int) -> dict:
         kw = {**FAIR, "epochs": epochs, "seed": seed, **forced}
         r = fit(copy.deepcopy(init), data, batch=128, **kw)
         out[label] = r.history[-1]["train_loss"]
+        if label == "auto":
+            out["note"] = next(n for n in r.notes if n.startswith("speed: "))
     out["rel"] = abs(out["auto"] - out["fp32"]) / out["fp32"]
     out["rel_seed"] = abs(out["fp32 seed 1"] - out["fp32"]) / out["fp32"]
     return out
@@ -448,8 +450,10 @@ def main() -> None:
         print(parts[-1])
     if "loss" in want:
         rows = []
+        notes: list[str] = []
         for key, n_steps in (("lenet5", 40), ("resnet18", 16)):
             lc = loss_check(key, n_steps)
+            notes.append(f"{MODELS[key]['title']}: {lc['note']}")
             rows.append(
                 [
                     MODELS[key]["title"],
@@ -462,7 +466,7 @@ def main() -> None:
             )
         head = ["model", "loss fp32", "loss cnnkit defaults", "rel diff"]
         head += ["fp32, examples in another order", "rel diff fp32 vs fp32"]
-        txt = table(head, rows)
+        txt = table(head, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
         parts.append(
             "### Final train loss, fp32 vs cnnkit's choice (LeNet-5: 3 epochs of 5,120 images, "
             "brightness deciles; ResNet-18: 1 epoch of 2,048 images of the templates task, "

@@ -2,8 +2,8 @@
 
 Grammar (as in ultralytics): ``cnnkit [TASK] MODE key=value ...``; ``--key value``
 works too, and ``--help`` works at every level. Available now: ``cnnkit models``,
-``cnnkit summary``, ``cnnkit [classify] train | val | predict | export`` and
-``cnnkit data check``.
+``cnnkit summary``, ``cnnkit [classify] train | val | predict | export``,
+``cnnkit data check`` and the strategy tools ``cnnkit diagnose | analyze | select | tune``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ commands:
   predict   classify images with a run:            cnnkit predict run=runs/classify/NAME source=IMG
   export    a run to ONNX (+ parity, latency):     cnnkit export run=runs/classify/NAME format=onnx
   data      check an ImageFolder's images:         cnnkit data check DIR
+  diagnose  bias / variance / data mismatch:       cnnkit diagnose human=1% train=8% dev=10%
+  analyze   error analysis of a run's mistakes:    cnnkit analyze run=runs/classify/NAME
+  select    best run under satisficing limits:     cnnkit select runs=A,B latency_ms=100
+  tune      random search on log scales; lr_find:  cnnkit tune lr=1e-4..1:log trials=20
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
 

@@ -5,7 +5,7 @@
 - :mod:`cnnkit.strategy.selection`: one optimizing metric under satisficing limits.
 - :mod:`cnnkit.strategy.analysis`: error analysis of a run's dev-set mistakes (tags,
   ceilings, suspected mislabels, top losses, confused pairs).
-- :mod:`cnnkit.strategy.tune`: hyperparameter search with Optuna (random sampling on
+- :mod:`cnnkit.strategy.search`: hyperparameter search with Optuna (random sampling on
   the course's scales, coarse to fine), and the learning-rate finder.
 - :mod:`cnnkit.strategy.curves`: learning curves against epochs and training-set size.
 
@@ -31,9 +31,9 @@ _EXPORTS = {
     "suspected_mislabels": "analysis",
     "top_losses": "analysis",
     "confused_pairs": "analysis",
-    "tune": "tune",
-    "Space": "tune",
-    "lr_find": "tune",
+    "tune": "search",
+    "Space": "search",
+    "lr_find": "search",
     "learning_curve": "curves",
     "size_curve": "curves",
 }

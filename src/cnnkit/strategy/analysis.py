@@ -465,7 +465,7 @@ def _run_split(run: Path, split: str) -> tuple[torch.nn.Module, Any, list[str]]:
     import yaml
 
     from cnnkit.data import Preprocess
-    from cnnkit.train.classify import _load_splits, load_run_model
+    from cnnkit.train.classify import load_run_model, load_splits
     from cnnkit.train.config import TrainConfig
 
     if not run.is_dir():
@@ -479,7 +479,7 @@ def _run_split(run: Path, split: str) -> tuple[torch.nn.Module, Any, list[str]]:
     cfg = TrainConfig.from_dict(
         yaml.safe_load((run / "config.yaml").read_text()), source=str(run / "config.yaml")
     )
-    data = _load_splits(cfg, pre.size)
+    data = load_splits(cfg, pre.size)
     ds = getattr(data, split)
     if ds is None or not len(ds):
         have = ", ".join(k for k in data.splits() if k != "train")

@@ -522,7 +522,7 @@ def diagnose_run(
     import yaml
 
     from cnnkit.data import Preprocess
-    from cnnkit.train.classify import _load_splits, evaluate, load_run_model
+    from cnnkit.train.classify import evaluate, load_run_model, load_splits
     from cnnkit.train.config import TrainConfig
 
     r = Path(run)
@@ -538,7 +538,7 @@ def diagnose_run(
         yaml.safe_load((r / "config.yaml").read_text()), source=str(r / "config.yaml")
     )
     # one load of the run's splits (the same seed, so the same split as evaluate(run) makes)
-    data = _load_splits(cfg, Preprocess.from_dict(meta["preprocess"]).size)
+    data = load_splits(cfg, Preprocess.from_dict(meta["preprocess"]).size)
     errors: dict[str, float] = {}
     counts: dict[str, int] = {}
     for split in _ERRORS:

@@ -322,7 +322,7 @@ def _measure_run(
     import yaml
 
     from cnnkit.data import Preprocess
-    from cnnkit.train.classify import _load_splits, evaluate, load_run_model
+    from cnnkit.train.classify import evaluate, load_run_model, load_splits
     from cnnkit.train.config import TrainConfig
 
     model, meta = load_run_model(run)
@@ -342,7 +342,7 @@ def _measure_run(
         cfg = TrainConfig.from_dict(yaml.safe_load(text), source=str(run / "config.yaml"))
         key = f"{text}\n{pre.size}"
         if key not in cache:  # runs of one config share one load of the data
-            cache[key] = _load_splits(cfg, pre.size)
+            cache[key] = load_splits(cfg, pre.size)
         data = cache[key]
         for split in splits:
             if getattr(data, split) is None:

@@ -191,7 +191,7 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
         else:
             size = getattr(probe, "input_size", None)
             size = tuple(size[:2]) if size else native
-    data = _load_splits(cfg, size)
+    data = load_splits(cfg, size)
     K = data.info.num_classes
     outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
     torch.manual_seed(cfg.seed)
@@ -223,8 +223,17 @@ def _out_features(model: nn.Module, data: Data) -> int:
     return 1 if data.info.num_classes == 2 else data.info.num_classes
 
 
-def _load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
-    """The run's data and splits, as its settings name them (the same seed, the same split)."""
+def load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
+    """The data and splits that settings name: the same source, seed and split fractions,
+    so a run's ``config.yaml`` rebuilds exactly the splits it was trained and scored on.
+
+    Args:
+        cfg: The settings (e.g. ``TrainConfig.from_dict`` of a run's ``config.yaml``).
+        size: Input ``(n_H, n_W)`` the images are resized to (a run's preprocess size).
+
+    Returns:
+        The loaded :class:`~cnnkit.data.Data`.
+    """
     return load(
         cfg.data,
         size=size,
@@ -237,6 +246,9 @@ def _load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
         on_error=cfg.on_error,
         max_bad_fraction=cfg.max_bad_fraction,
     )
+
+
+_load_splits = load_splits  # the name older callers use
 
 
 def percent(q: float, digits: int = 1) -> str:
@@ -530,7 +542,7 @@ def evaluate(
         d = data
     elif data is None and run is not None:
         cfg = TrainConfig.from_dict(yaml.safe_load((Path(run) / "config.yaml").read_text()))
-        d = _load_splits(cfg, pre.size)
+        d = load_splits(cfg, pre.size)
     elif data is not None:
         d = load(data, size=pre.size, channels=pre.channels)
     else:
