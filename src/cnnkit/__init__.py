@@ -22,11 +22,23 @@ __all__ = [
     "models",
     "predict",
     "shapes",
+    "strategy",
     "summary",
     "train",
 ]
 
-_LAZY_MODULES = {"models", "blocks", "shapes", "inspect", "cli", "data", "train", "export"}
+_LAZY_MODULES = {
+    "models",
+    "blocks",
+    "shapes",
+    "inspect",
+    "cli",
+    "data",
+    "train",
+    "export",
+    "strategy",
+    "gradcheck",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -34,10 +46,12 @@ def __getattr__(name: str) -> Any:
         from cnnkit.inspect import summary
 
         return summary
-    if name in ("evaluate", "predict"):
+    if name == "evaluate":  # the metrics package, callable as classify.evaluate
+        return importlib.import_module("cnnkit.evaluate")
+    if name == "predict":
         from cnnkit.train import classify
 
-        return getattr(classify, name)
+        return classify.predict
     if name in _LAZY_MODULES:
         return importlib.import_module(f"cnnkit.{name}")
     raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")

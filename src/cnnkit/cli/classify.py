@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.cli.args import check_keys, split_args
+from cnnkit.cli.args import check_keys, flag, split_args
 from cnnkit.errors import CnnkitError
 
 TRAIN_HELP = """\
@@ -25,8 +25,22 @@ settings (default):
 VAL_HELP = """\
 usage: cnnkit val run=runs/classify/NAME [split=test|dev|train_dev|train] [data=DATA]
        cnnkit val weights=FILE.safetensors data=DATA [split=test]
+       cnnkit val run=runs/classify/NAME [crops=1|5|10] [report=true] [topk=5]
+       cnnkit val runs=runs/classify/A,runs/classify/B,... [crops=1] [report=true]
 
 Score the run's best weights on a split (the same seeded splits as in training).
+
+report=true  also print per-class precision / recall / F1, their macro and micro
+             averages, top-k accuracy (topk=5) and the confusion matrix (for many
+             classes: its largest off-diagonal cells).
+crops=5      test-time multi-crop: each image is resized 1.125x (36x36 for a 32x32
+             model) and cropped at the center and 4 corners; the softmax
+             probabilities are averaged. crops=10 adds the 5 mirror images (wrong for
+             digits and text). Prints 1 crop against N crops and the cost (N forward
+             passes per image, measured time).
+runs=A,B,C   an ensemble: the runs' probabilities averaged on the same images (the
+             runs must share data, seed, dev and test settings); prints accuracy,
+             parameters and forward time per member and for the ensemble.
 """
 
 PREDICT_HELP = """\
@@ -107,27 +121,85 @@ def train(argv: Sequence[str]) -> int:
 
 
 def val(argv: Sequence[str]) -> int:
-    """``cnnkit val run=... [split=test]``."""
+    """``cnnkit val run=... [split=test] [crops=5] [report=true]`` or ``runs=A,B,C``."""
     pos, opts, wants_help = split_args(argv)
     if wants_help:
         print(VAL_HELP, end="")
         return 0
-    check_keys(opts, ["run", "weights", "split", "data", "batch"], "val")
+    keys = ["run", "runs", "weights", "split", "data", "batch", "crops", "report", "topk"]
+    check_keys(opts, keys, "val")
     if pos:
         raise CnnkitError(f"`cnnkit val` takes key=value settings, got {' '.join(pos)!r}.")
-    from cnnkit.train import classify
+    from cnnkit.evaluate.testtime import check_crops
 
+    crops = check_crops(opts.get("crops", 1))
+    show_report = flag(opts, "report")
+    topk = opts.get("topk", 5)
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise CnnkitError(f"topk must be a positive integer, got {topk!r}; e.g. topk=5.")
     split = str(opts.get("split", "test"))
-    s = classify.evaluate(
-        opts.get("run"),
-        weights=opts.get("weights"),
-        split=split,
-        data=opts.get("data"),
-        batch=opts.get("batch", 256),
-    )
+    batch = opts.get("batch", 256)
+    if "runs" in opts:
+        return _val_ensemble(opts, split, batch, crops, show_report, topk)
     from cnnkit.train.classify import score_line
 
-    print(score_line(split, s))
+    if crops == 1 and not show_report:
+        from cnnkit.train import classify
+
+        s = classify.evaluate(
+            opts.get("run"),
+            weights=opts.get("weights"),
+            split=split,
+            data=opts.get("data"),
+            batch=batch,
+        )
+        print(score_line(split, s))
+        return 0
+    from cnnkit.evaluate.testtime import evaluate_crops
+
+    res = evaluate_crops(
+        opts.get("run"),
+        opts.get("data"),
+        weights=opts.get("weights"),
+        split=split,
+        crops=crops,
+        batch=batch,
+        k=topk,
+    )
+    r = res.multi
+    if crops > 1:
+        print("\n".join(res.lines(split)))
+    else:
+        print(score_line(split, {"loss": r.loss, "accuracy": r.accuracy, "n": r.n}))
+    if show_report:
+        print()
+        print(r.table())
+    return 0
+
+
+def _val_ensemble(
+    opts: dict[str, Any], split: str, batch: Any, crops: int, show_report: bool, topk: int
+) -> int:
+    """``cnnkit val runs=A,B,C``: the accuracy-vs-cost table of an ensemble."""
+    if "run" in opts or "weights" in opts:
+        raise CnnkitError(
+            "pass run= (one run) or runs=A,B,C (an ensemble), not both; list every member in runs=."
+        )
+    raw = opts["runs"]
+    runs = [str(r).strip() for r in raw] if isinstance(raw, list) else str(raw).split(",")
+    runs = [r.strip() for r in runs if r.strip()]
+    if len(runs) < 2 or raw is True:
+        raise CnnkitError(
+            "runs= needs two or more run folders separated by commas, e.g. "
+            "runs=runs/classify/a,runs/classify/b (for one run use run=)."
+        )
+    from cnnkit.evaluate.testtime import ensemble
+
+    res = ensemble(runs, opts.get("data"), split=split, crops=crops, batch=batch, k=topk)
+    print(res.table())
+    if show_report:
+        print()
+        print(res.ensemble.report.table())
     return 0
 
 
