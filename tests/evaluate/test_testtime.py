@@ -207,8 +207,8 @@ def test_runs_with_other_splits_are_refused(runs, tmp_path):
     with pytest.raises(CnnkitError) as e:
         ev.ensemble([runs["a"], other])
     msg = str(e.value)
-    assert "hold different images in their test split (seed 0 vs 1)" in msg
-    assert "train the members with the same data, seed, dev and test settings" in msg
+    assert "hold different images in their test split (split_seed 0 vs 1)" in msg
+    assert "train the members with the same data, dev, test and split_seed" in msg
 
 
 def test_cli_val_crops_and_runs(runs, capsys):

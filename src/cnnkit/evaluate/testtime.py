@@ -268,7 +268,14 @@ class Member:
         return sum(p.numel() for p in self.model.parameters())
 
 
-_SPLIT_KEYS = ("data", "dev", "test", "train_dev", "seed", "data_dir", "on_error")
+_SPLIT_KEYS = ("data", "dev", "test", "train_dev", "split_seed", "data_dir", "on_error")
+
+
+def _split_value(config: dict[str, Any], key: str) -> Any:
+    """A split setting of a run's config; the split seed is ``split_seed``, else ``seed``."""
+    if key == "split_seed" and config.get("split_seed") is None:
+        return config.get("seed", 0)
+    return config.get(key)
 
 
 def load_member(
@@ -322,7 +329,7 @@ def load_member(
     if isinstance(data, Data):
         d = data
     elif data is None and config is not None:
-        key = (tuple(str(config.get(k)) for k in _SPLIT_KEYS), tuple(pre.size))
+        key = (tuple(str(_split_value(config, k)) for k in _SPLIT_KEYS), tuple(pre.size))
         if key not in cache:
             cache[key] = load_splits(TrainConfig.from_dict(config), pre.size)
         d = cache[key]
@@ -616,9 +623,9 @@ def _align(first: Outputs, other: Outputs, a: Member, b: Member, split: str) -> 
                 raise CnnkitError(
                     f"{a.name} and {b.name} hold different images in their {split} split "
                     f"({_split_settings(a, b)}), so a member would be scored on images it "
-                    "trained on; train the members with the same data, seed, dev and test "
-                    "settings (vary model, lr, batch or epochs), or pass data= a source "
-                    "none of them trained on."
+                    "trained on; train the members with the same data, dev, test and split_seed "
+                    "(seed may differ: split_seed=0 seed=1, seed=2, ...), or pass data= a "
+                    "source none of them trained on."
                 )
             order = torch.tensor([pos[i] for i in first.ids])
             other = Outputs(
@@ -648,8 +655,8 @@ def _split_settings(a: Member, b: Member) -> str:
     if a.config is None or b.config is None:
         return "different data"
     diff = [
-        f"{k} {a.config.get(k)} vs {b.config.get(k)}"
+        f"{k} {_split_value(a.config, k)} vs {_split_value(b.config, k)}"
         for k in _SPLIT_KEYS
-        if a.config.get(k) != b.config.get(k)
+        if _split_value(a.config, k) != _split_value(b.config, k)
     ]
     return ", ".join(diff) or "different data"

@@ -240,7 +240,7 @@ def load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
         dev=cfg.dev,
         test=cfg.test,
         train_dev=cfg.train_dev,
-        seed=cfg.seed,
+        seed=cfg.seed if cfg.split_seed is None else cfg.split_seed,
         data_dir=cfg.data_dir,
         download=cfg.download,
         on_error=cfg.on_error,

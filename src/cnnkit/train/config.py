@@ -73,6 +73,9 @@ class TrainConfig:
         max_bad_fraction: With ``on_error=skip``: stop when more than this fraction of
             the image files cannot be decoded (0-1); the skipped ones go to ``skipped.csv``.
         seed: Seed of splits, initialization, order and augmentation.
+        split_seed: Seed of the splits alone (None: ``seed``). Runs with one
+            ``split_seed`` and different ``seed`` share their train / dev / test split but
+            start from other weights: members of an ensemble.
         deterministic: Use only deterministic kernels (bitwise-repeatable on CPU).
         workers: DataLoader workers for generic datasets (None: one per spare core).
         devices: Processes to train with on this machine: ``cnnkit train devices=N``
@@ -133,6 +136,7 @@ class TrainConfig:
     on_error: str = "raise"
     max_bad_fraction: float = 0.05
     seed: int = 0
+    split_seed: int | None = None
     deterministic: bool = False
     workers: int | None = None
     devices: int = 1
@@ -263,6 +267,7 @@ class TrainConfig:
         num("patience", low=0, integer=True)
         num("clip_grad", low=0)
         num("seed", low=0, integer=True)
+        num("split_seed", low=0, integer=True, allow_none=True)
         num("verbose", low=0, high=2, integer=True)
         num("save_every", low=0, integer=True)
         num("workers", low=0, integer=True, allow_none=True)
