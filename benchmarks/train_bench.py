@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from _record import machine, record
 from torch import nn
+from trainer_overhead import FIT_SETTINGS
 
 from cnnkit.data import ImageSet, Preprocess
 from cnnkit.models import create
@@ -64,19 +65,7 @@ KERAS_PYTHON = HERE / ".venv-keras" / "bin" / "python"
 SECTIONS = ("throughput", "loss", "gemm", "tta", "rss", "keras")
 #: fit settings of the throughput runs: cnnkit's defaults, but a constant lr and no
 #: augmentation, so that the work per step equals the hand loops'
-FAIR = dict(
-    optimizer="adam",
-    lr=1e-3,
-    schedule="constant",
-    warmup_epochs=0,
-    label_smoothing=0.0,
-    degrees=0,
-    translate=0,
-    scale=0,
-    fliplr=0,
-    epochs=1,
-    verbose=0,
-)
+FAIR = dict(FIT_SETTINGS)
 MODELS = {
     "lenet5": dict(title="LeNet-5, 32x32x1, batch 128", size=(32, 32, 1), kw={}),
     "resnet18": dict(

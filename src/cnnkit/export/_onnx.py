@@ -209,31 +209,19 @@ def check_parity(
     return float((ref.float() - got.float()).abs().max())
 
 
-def _max_abs_output(model: nn.Module, input_size: tuple[int, int, int], n: int) -> float:
-    """The largest absolute output of PyTorch (eval mode) on the parity batch."""
+def _eval_passes(
+    model: nn.Module, input_size: tuple[int, int, int], n: int, passes: int
+) -> list[torch.Tensor]:
+    """``passes`` eval-mode PyTorch outputs (fp32) on the seeded parity batch of ``n`` images."""
     H, W, C = input_size
     x = torch.randn(n, C, H, W, generator=torch.Generator().manual_seed(0))  # NCHW
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return float(model(x).float().abs().max())
+            return [model(x).float() for _ in range(passes)]
     finally:
         model.train(was)
-
-
-def _self_difference(model: nn.Module, input_size: tuple[int, int, int], n: int) -> float:
-    """Max abs difference of two eval-mode PyTorch passes over the same seeded batch."""
-    H, W, C = input_size
-    x = torch.randn(n, C, H, W, generator=torch.Generator().manual_seed(0))  # NCHW
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            a, b = model(x), model(x)
-    finally:
-        model.train(was)
-    return float((a.float() - b.float()).abs().max())
 
 
 def time_forward(
@@ -361,7 +349,8 @@ def to_onnx(
     n = 4
     diff = check_parity(model, sess, (H, W, C), n=n)
     if not diff <= tol:  # also catches NaN
-        own = _self_difference(model, (H, W, C), n)
+        first, second = _eval_passes(model, (H, W, C), n, 2)
+        own = float((first - second).abs().max())
         if own > tol:
             raise CnnkitError(
                 f"the model is random at inference: two PyTorch passes over the same {n} images "
@@ -369,7 +358,7 @@ def to_onnx(
                 "written; make its forward deterministic in eval mode (e.g. F.dropout(x, p, "
                 "training=self.training), not training=True)."
             )
-        big = _max_abs_output(model, (H, W, C), n)
+        big = float(first.abs().max())
         rel = diff / big if big > 0 else float("inf")
         if rel < ROUNDING_REL:
             suggest = float(f"{10 * diff:.0e}")
