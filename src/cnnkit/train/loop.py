@@ -190,6 +190,12 @@ def _batches(
     )
 
 
+#: An epoch longer than this that waits for its batches more than this share of its time
+#: gets one note (shorter epochs are too noisy to judge).
+STARVED_MIN_S = 5.0
+STARVED_SHARE = 0.25
+
+
 def _timed(batches: Iterator[Any], waited: list[float]) -> Iterator[Any]:
     """Yield from ``batches``, adding the seconds spent waiting for each to ``waited[0]``."""
     it = iter(batches)
@@ -867,13 +873,23 @@ def _fit(
                 row["seconds"] = round(seconds, 3)
                 row["img_per_s"] = round(seen / seconds, 1) if seconds > 0 else float("nan")
                 row["data_s"] = round(waited[0], 3)
-                if seconds > 1 and waited[0] > 0.2 * seconds and not st.get("starved_noted"):
+                starved = seconds > STARVED_MIN_S and waited[0] > STARVED_SHARE * seconds
+                if starved and not st.get("starved_noted"):
                     st["starved_noted"] = True
+                    if isinstance(train, ImageSet):  # in memory: the batches' own work
+                        fix = (
+                            "its batches are made in the training thread, and augmentation "
+                            "(degrees=, translate=, scale=, fliplr=) is most of that work"
+                        )
+                    else:
+                        now = cfg.workers if cfg.workers is not None else "auto"
+                        fix = (
+                            f"raise workers= (now {now}), store the images smaller, or read "
+                            "them into memory (an ImageFolder through cnnkit.data.load)"
+                        )
                     notes.append(
                         f"input pipeline: epoch {epoch + 1} waited {waited[0]:.1f} s of "
-                        f"{seconds:.1f} s for its batches; raise workers= (now "
-                        f"{cfg.workers if cfg.workers is not None else 'auto'}), store images "
-                        "smaller, or load them into memory"
+                        f"{seconds:.1f} s for its batches; {fix}"
                     )
                     bar.note(notes[-1])
                 st["history"].append(row)
