@@ -123,3 +123,30 @@ def check_keys(opts: dict[str, Any], allowed: Iterable[str], command: str) -> No
             hits = did_you_mean(key, allowed)
             hint = f"did you mean {hits[0]}=?" if hits else f"valid keys: {', '.join(allowed)}."
             raise CnnkitError(f"unknown key {key!r} for `cnnkit {command}`: {hint}")
+
+
+def read_cfg_file(path_text: Any) -> dict[str, Any]:
+    """The settings in a ``cfg=FILE.yaml`` file, each mistake refused in one sentence.
+
+    Args:
+        path_text: The file, as given on the command line.
+
+    Returns:
+        The ``key: value`` settings (not yet checked against any command's keys).
+    """
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(str(path_text))
+    if not path.is_file():
+        raise CnnkitError(f"cfg file {str(path)!r} does not exist.")
+    try:
+        base = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CnnkitError(
+            f"cfg file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})."
+        ) from None
+    if not isinstance(base, dict):
+        raise CnnkitError(f"cfg file {str(path)!r} must hold key: value settings.")
+    return base

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.cli.args import check_keys, flag, split_args
+from cnnkit.cli.args import check_keys, flag, read_cfg_file, split_args
 from cnnkit.errors import CnnkitError
 
 TRAIN_HELP = """\
@@ -96,19 +96,8 @@ def train(argv: Sequence[str]) -> int:
         return 0
     base: dict[str, Any] = {}
     if "cfg" in opts:
-        import yaml
-
         path = Path(str(opts.pop("cfg")))
-        if not path.is_file():
-            raise CnnkitError(f"cfg file {str(path)!r} does not exist.")
-        try:
-            base = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise CnnkitError(
-                f"cfg file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})."
-            ) from None
-        if not isinstance(base, dict):
-            raise CnnkitError(f"cfg file {str(path)!r} must hold key: value settings.")
+        base = read_cfg_file(path)
         TrainConfig.from_dict(base, source=str(path))  # unknown keys named with the file
     check_keys(opts, TrainConfig.keys(), "train")
     base.update(opts)

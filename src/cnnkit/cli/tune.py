@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnkit.cli.args import check_keys, flag, split_args
+from cnnkit.cli.args import check_keys, flag, read_cfg_file, split_args
 from cnnkit.errors import CnnkitError
 
 TUNE_HELP = """\
@@ -67,23 +67,6 @@ def _int(opts: dict[str, Any], key: str, default: int, low: int = 1) -> int:
     return v
 
 
-def _read_cfg(path_text: Any) -> dict[str, Any]:
-    import yaml
-
-    path = Path(str(path_text))
-    if not path.is_file():
-        raise CnnkitError(f"cfg file {str(path)!r} does not exist.")
-    try:
-        base = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise CnnkitError(
-            f"cfg file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})."
-        ) from None
-    if not isinstance(base, dict):
-        raise CnnkitError(f"cfg file {str(path)!r} must hold key: value settings.")
-    return base
-
-
 def tune(argv: Sequence[str]) -> int:
     """``cnnkit tune KEY=LOW..HIGH:SCALE ... trials=N`` or ``cnnkit tune lr_find=true ...``."""
     pos, opts, wants_help = split_args(argv)
@@ -98,7 +81,7 @@ def tune(argv: Sequence[str]) -> int:
     from cnnkit.train.config import TrainConfig
 
     check_keys(opts, [*_TUNE_KEYS, *_LR_KEYS, *TrainConfig.keys()], "tune")
-    settings: dict[str, Any] = _read_cfg(opts.pop("cfg")) if "cfg" in opts else {}
+    settings: dict[str, Any] = read_cfg_file(opts.pop("cfg")) if "cfg" in opts else {}
     if flag(opts, "lr_find"):
         return _lr_find(opts, settings)
     for k in ("lr_min", "lr_max", "steps"):

@@ -303,7 +303,7 @@ def load_member(
     import yaml
 
     from cnnkit.data import Data, ImageSet, Preprocess, load
-    from cnnkit.train.classify import _check_count, load_run_model, load_splits
+    from cnnkit.train.classify import _check_count, load_run_model, load_splits, split_of
     from cnnkit.train.config import TrainConfig
 
     if split not in SPLITS:
@@ -340,14 +340,7 @@ def load_member(
         d = cache[key]
     else:
         raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
-    ds = getattr(d, split)
-    if ds is None:
-        raise CnnkitError(f"the data has no {split} split; pass split=dev or split=test.")
-    if d.info.classes != list(meta["classes"]):
-        raise CnnkitError(
-            f"the data's classes {d.info.classes[:5]} differ from the model's "
-            f"{list(meta['classes'])[:5]}; evaluate on data with the same classes."
-        )
+    ds = split_of(d, split, meta)
     # the weights' normalization, on a copy: the cached split may serve another member
     ds = ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
     return Member(name, model, ds, list(meta["classes"]), config)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from cnnkit.data import Data, Preprocess, load, resolve_source
+from cnnkit.data import Data, ImageSet, Preprocess, load, resolve_source
 from cnnkit.data.images import IMAGE_SUFFIXES
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
@@ -249,6 +249,29 @@ def load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
 
 
 _load_splits = load_splits  # the name older callers use
+
+
+def split_of(data: Data, split: str, meta: Mapping[str, Any]) -> ImageSet:
+    """One split of ``data`` for weights with ``meta``, refused when missing or when its
+    classes are not the weights' classes.
+
+    Args:
+        data: Loaded data.
+        split: ``test``, ``dev``, ``train_dev`` or ``train``.
+        meta: The weights' metadata (its ``classes``).
+
+    Returns:
+        The split's :class:`~cnnkit.data.ImageSet`.
+    """
+    ds = getattr(data, split)
+    if ds is None:
+        raise CnnkitError(f"the data has no {split} split; pass split=dev or split=test.")
+    if data.info.classes != list(meta["classes"]):
+        raise CnnkitError(
+            f"the data's classes {data.info.classes[:5]} differ from the model's "
+            f"{list(meta['classes'])[:5]}; evaluate on data with the same classes."
+        )
+    return ds
 
 
 def percent(q: float, digits: int = 1) -> str:
@@ -547,14 +570,7 @@ def evaluate(
         d = load(data, size=pre.size, channels=pre.channels)
     else:
         raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
-    ds = getattr(d, split)
-    if ds is None:
-        raise CnnkitError(f"the data has no {split} split; pass split=dev or split=test.")
-    if d.info.classes != list(meta["classes"]):
-        raise CnnkitError(
-            f"the data's classes {d.info.classes[:5]} differ from the model's "
-            f"{list(meta['classes'])[:5]}; evaluate on data with the same classes."
-        )
+    ds = split_of(d, split, meta)
     ds.preprocess = pre  # the weights' normalization, not the re-split's
     return evaluate_model(model, ds, batch=batch)
 
