@@ -421,6 +421,12 @@ def test_lr_find_from_the_command_line(tmp_path, capsys):
         (["lr=1e-4..1:log", "model=lenet"], "unknown model 'lenet'"),
         (["lr=1e-4..1:log", "name=x"], "name= is set by tune"),
         (["epochs=1"], "nothing to search"),
+        (
+            ["model=mlp", "model.layers=0..3:int"],
+            "model.layers=0..3:int reaches model.layers=0, which training refuses: layers must "
+            "be a positive whole number, got 0",
+        ),
+        (["model=mlp", "model.unitz=8..64:int"], "has no option 'unitz'; did you mean units?"),
         (["lr_find=true", "lr=1e-4..1:log"], "is a range, but lr_find=true trains one model"),
         (["lr_find=true", "lr_min=1", "lr_max=0.1"], "lr_min (1) must be below lr_max (0.1)"),
     ],

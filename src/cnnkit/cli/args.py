@@ -106,20 +106,24 @@ def flag(opts: dict[str, Any], key: str, default: bool = False) -> bool:
     return v
 
 
-def check_keys(opts: dict[str, Any], allowed: Iterable[str], command: str) -> None:
+def check_keys(
+    opts: dict[str, Any], allowed: Iterable[str], command: str, prefixes: tuple[str, ...] = ()
+) -> None:
     """Refuse unknown keys, with a close-match suggestion.
 
     Args:
         opts: Parsed options.
         allowed: Valid keys.
         command: The command, for the message.
+        prefixes: Key prefixes checked elsewhere (``"model."``: the model's options,
+            checked when the model is built).
 
     Raises:
         CnnkitError: On the first unknown key.
     """
     allowed = list(allowed)
     for key in opts:
-        if key not in allowed:
+        if key not in allowed and not (prefixes and key.startswith(prefixes)):
             hits = did_you_mean(key, allowed)
             hint = f"did you mean {hits[0]}=?" if hits else f"valid keys: {', '.join(allowed)}."
             raise CnnkitError(f"unknown key {key!r} for `cnnkit {command}`: {hint}")

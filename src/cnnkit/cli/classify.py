@@ -33,11 +33,15 @@ Score the run's best weights on a split (the same seeded splits as in training).
 report=true  also print per-class precision / recall / F1, their macro and micro
              averages, top-k accuracy (topk=5) and the confusion matrix (for many
              classes: its largest off-diagonal cells).
-crops=5      test-time multi-crop: each image is resized 1.125x (36x36 for a 32x32
-             model) and cropped at the center and 4 corners; the softmax
-             probabilities are averaged. crops=10 adds the 5 mirror images (wrong for
-             digits and text). Prints 1 crop against N crops and the cost (N forward
-             passes per image, measured time).
+crops=5      test-time multi-crop: each image is padded by 1/32 of its size (1 pixel
+             for a 32x32 model) and cropped at the center and 4 corners, so the
+             corners are the image shifted as training's translate augmentation
+             shifts it; the softmax probabilities are averaged. crops=10 adds the 5
+             mirror images (wrong for digits and text). Prints 1 crop against N crops
+             and the cost (N forward passes per image, measured time).
+             shift=0.03125 sets the padding (a fraction of the size);
+             crop_mode=resize instead enlarges the image resize=1.125x (36x36 for
+             32x32) and crops that, the AlexNet/VGG recipe for larger photos.
 runs=A,B,C   an ensemble: the runs' probabilities averaged on the same images (the
              runs must share data, seed, dev and test settings); prints accuracy,
              parameters and forward time per member and for the ensemble.
@@ -99,7 +103,7 @@ def train(argv: Sequence[str]) -> int:
         path = Path(str(opts.pop("cfg")))
         base = read_cfg_file(path)
         TrainConfig.from_dict(base, source=str(path))  # unknown keys named with the file
-    check_keys(opts, TrainConfig.keys(), "train")
+    check_keys(opts, TrainConfig.keys(), "train", prefixes=("model.",))
     base.update(opts)
     cfg = TrainConfig.from_dict(base)
     if cfg.devices > 1 and not in_torchrun():  # the same command in N processes
@@ -116,12 +120,19 @@ def val(argv: Sequence[str]) -> int:
         print(VAL_HELP, end="")
         return 0
     keys = ["run", "runs", "weights", "split", "data", "batch", "crops", "report", "topk"]
+    keys += ["crop_mode", "shift", "resize"]
     check_keys(opts, keys, "val")
     if pos:
         raise CnnkitError(f"`cnnkit val` takes key=value settings, got {' '.join(pos)!r}.")
-    from cnnkit.evaluate.testtime import check_crops
+    from cnnkit.evaluate.testtime import RESIZE, SHIFT, _check_canvas, check_crops, check_mode
 
     crops = check_crops(opts.get("crops", 1))
+    canvas = {
+        "mode": check_mode(opts.get("crop_mode", "shift")),
+        "shift": opts.get("shift", SHIFT),
+        "resize": opts.get("resize", RESIZE),
+    }
+    _check_canvas(canvas["mode"], canvas["resize"], canvas["shift"])
     show_report = flag(opts, "report")
     topk = opts.get("topk", 5)
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
@@ -129,7 +140,7 @@ def val(argv: Sequence[str]) -> int:
     split = str(opts.get("split", "test"))
     batch = opts.get("batch", 256)
     if "runs" in opts:
-        return _val_ensemble(opts, split, batch, crops, show_report, topk)
+        return _val_ensemble(opts, split, batch, crops, show_report, topk, canvas)
     from cnnkit.train.classify import score_line
 
     if crops == 1 and not show_report:
@@ -154,6 +165,7 @@ def val(argv: Sequence[str]) -> int:
         crops=crops,
         batch=batch,
         k=topk,
+        **canvas,
     )
     r = res.multi
     if crops > 1:
@@ -167,7 +179,13 @@ def val(argv: Sequence[str]) -> int:
 
 
 def _val_ensemble(
-    opts: dict[str, Any], split: str, batch: Any, crops: int, show_report: bool, topk: int
+    opts: dict[str, Any],
+    split: str,
+    batch: Any,
+    crops: int,
+    show_report: bool,
+    topk: int,
+    canvas: dict[str, Any],
 ) -> int:
     """``cnnkit val runs=A,B,C``: the accuracy-vs-cost table of an ensemble."""
     if "run" in opts or "weights" in opts:
@@ -184,7 +202,7 @@ def _val_ensemble(
         )
     from cnnkit.evaluate.testtime import ensemble
 
-    res = ensemble(runs, opts.get("data"), split=split, crops=crops, batch=batch, k=topk)
+    res = ensemble(runs, opts.get("data"), split=split, crops=crops, batch=batch, k=topk, **canvas)
     print(res.table())
     if show_report:
         print()

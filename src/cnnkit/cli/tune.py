@@ -21,6 +21,8 @@ Ranges:
   batch=16..128:int        whole numbers, uniform (intlog: log-uniform)
   l2=0..0.1                uniform (linear, the default scale)
   optimizer=adam|sgd       a choice (also optimizer=[adam, sgd])
+  model.units=16..512:intlog  the model's own options (model=mlp: model.layers=1..4:int
+                           model.units=..., model.dropout=0..0.5; help(cnnkit.models.create))
 Any other KEY=VALUE is a fixed setting of every trial (epochs=1 batch=64 ...).
 
 Each trial trains with the fixed settings plus its draws and leaves a run folder
@@ -80,7 +82,7 @@ def tune(argv: Sequence[str]) -> int:
         )
     from cnnkit.train.config import TrainConfig
 
-    check_keys(opts, [*_TUNE_KEYS, *_LR_KEYS, *TrainConfig.keys()], "tune")
+    check_keys(opts, [*_TUNE_KEYS, *_LR_KEYS, *TrainConfig.keys()], "tune", prefixes=("model.",))
     settings: dict[str, Any] = read_cfg_file(opts.pop("cfg")) if "cfg" in opts else {}
     if flag(opts, "lr_find"):
         return _lr_find(opts, settings)

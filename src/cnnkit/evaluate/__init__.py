@@ -32,13 +32,16 @@ from cnnkit.evaluate.metrics import (
 )
 from cnnkit.evaluate.testtime import (
     CROPS,
+    MODES,
     RESIZE,
+    SHIFT,
     CostRow,
     CropResult,
     EnsembleResult,
     Member,
     Outputs,
     check_crops,
+    check_mode,
     crop_views,
     describe_crops,
     ensemble,
@@ -46,11 +49,14 @@ from cnnkit.evaluate.testtime import (
     load_member,
     predict_log_probs,
     resized_size,
+    shift_pixels,
 )
 
 __all__ = [
     "CROPS",
+    "MODES",
     "RESIZE",
+    "SHIFT",
     "CostRow",
     "CropResult",
     "EnsembleResult",
@@ -59,6 +65,7 @@ __all__ = [
     "Report",
     "accuracy",
     "check_crops",
+    "check_mode",
     "classification_report",
     "confusion_matrix",
     "crop_views",
@@ -72,6 +79,7 @@ __all__ = [
     "predict_log_probs",
     "report",
     "resized_size",
+    "shift_pixels",
     "topk_accuracy",
     "weighted_error",
 ]

@@ -1,12 +1,22 @@
 """Test-time tricks from the course: multi-crop evaluation and ensembles, with their cost.
 
-**Multi-crop** (the 10-crop of AlexNet and VGG): each test image is resized to a little
-more than the model's input (``resize=1.125``: 36x36 for a 32x32 model, 9x9 for 8x8,
-at least one pixel more), then cropped back to the input size at the center and the
-four corners (``crops=5``); ``crops=10`` adds the mirror image of each of those five.
-The model's softmax probabilities are averaged over the crops. Each crop is one more
-forward pass: 5 or 10 per image instead of 1, and about that much more time.
-Mirrors are wrong for digits and text (a mirrored 2 is no 2): use ``crops=5`` there.
+**Multi-crop** (the 10-crop of AlexNet and VGG): the test image is cut at the center
+and the four corners of a slightly larger canvas (``crops=5``); ``crops=10`` adds the
+mirror image of each of those five. The model's softmax probabilities are averaged over
+the crops. Two ways to make the larger canvas (``mode``):
+
+- ``"shift"`` (default): pad the image by ``shift`` of its size on every side (1/32:
+  1 pixel for a 32x32 model, 7 for 224x224) with black, the border the training augmentation's
+  ``translate`` fills in, so the corner crops are the image moved by that many pixels,
+  at its own scale; what the network saw in training.
+- ``"resize"``: enlarge the image ``resize`` times (1.125: 36x36 for a 32x32 model, at
+  least one pixel more) and crop at the input size, the AlexNet/VGG recipe for photos
+  taken larger than the network's input. On images that fill their frame (the digits)
+  the zoomed corners cut the strokes, and it lost accuracy there.
+
+Each crop is one more forward pass: 5 or 10 per image instead of 1, and about that much
+more time. Mirrors are wrong for digits and text (a mirrored 2 is no 2): use ``crops=5``
+there.
 
 **Ensembles**: several trained runs score the same images and their probabilities are
 averaged (outputs, not weights: the members may be different architectures). The cost
@@ -23,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +46,16 @@ from cnnkit.evaluate.metrics import Report, classification_report, log_probs
 
 __all__ = [
     "CROPS",
+    "MODES",
     "RESIZE",
+    "SHIFT",
     "CostRow",
     "CropResult",
     "EnsembleResult",
     "Member",
     "Outputs",
     "check_crops",
+    "check_mode",
     "crop_views",
     "describe_crops",
     "ensemble",
@@ -50,10 +63,13 @@ __all__ = [
     "load_member",
     "predict_log_probs",
     "resized_size",
+    "shift_pixels",
 ]
 
 CROPS = (1, 5, 10)
-RESIZE = 1.125  # 32x32 -> 36x36, then 32x32 crops
+RESIZE = 1.125  # mode="resize": 32x32 -> 36x36, then 32x32 crops
+SHIFT = 0.03125  # mode="shift": 32x32 padded by 1 pixel each side, then 32x32 crops
+MODES = ("shift", "resize")
 SPLITS = ("test", "dev", "train_dev", "train")
 
 
@@ -74,6 +90,43 @@ def check_crops(crops: Any) -> int:
     return int(crops)
 
 
+def check_mode(mode: Any) -> str:
+    """Refuse a crop mode other than ``shift`` or ``resize``, with the closest name.
+
+    Args:
+        mode: The value given.
+
+    Returns:
+        ``mode``.
+    """
+    if mode not in MODES:
+        raise unknown_name("crop mode", str(mode), MODES)
+    return str(mode)
+
+
+def shift_pixels(size: Sequence[int], shift: float = SHIFT) -> tuple[int, int]:
+    """The padding of ``mode="shift"``: ``round(n * shift)`` pixels, at least 1, under ``n``.
+
+    Args:
+        size: ``(n_H, n_W)`` the model takes.
+        shift: Fraction of the size (> 0 and < 1).
+
+    Returns:
+        ``(p_H, p_W)``: the corner crops are the image moved by that many pixels.
+    """
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 < shift < 1:
+        raise CnnkitError(f"shift must be a number > 0 and < 1, got {shift!r}; e.g. shift=0.03125.")
+    return tuple(min(n - 1, max(1, round(n * shift))) for n in size)  # type: ignore[return-value]
+
+
+def _check_canvas(mode: str, resize: float, shift: float) -> None:
+    """Refuse a bad ``resize`` (``mode="resize"``) or ``shift`` (``mode="shift"``)."""
+    if mode == "resize":
+        resized_size((2, 2), resize)
+    else:
+        shift_pixels((2, 2), shift)
+
+
 def resized_size(size: Sequence[int], resize: float = RESIZE) -> tuple[int, int]:
     """The size images are enlarged to before cropping: ``round(n * resize)``, at least ``n + 1``.
 
@@ -89,25 +142,46 @@ def resized_size(size: Sequence[int], resize: float = RESIZE) -> tuple[int, int]
     return tuple(max(n + 1, round(n * resize)) for n in size)  # type: ignore[return-value]
 
 
-def crop_views(x: torch.Tensor, crops: int, resize: float = RESIZE) -> list[torch.Tensor]:
+def crop_views(
+    x: torch.Tensor,
+    crops: int,
+    resize: float = RESIZE,
+    *,
+    mode: str = "shift",
+    shift: float = SHIFT,
+    fill: torch.Tensor | float = 0.0,
+) -> list[torch.Tensor]:
     """The views of a batch that multi-crop evaluation averages over.
 
     Args:
         x: A batch ``(N, n_C, n_H, n_W)`` at the model's input size.
-        crops: 1 (``x`` itself), 5 (center and 4 corners of ``x`` resized by ``resize``)
-            or 10 (those 5 and their mirror images).
-        resize: How much larger the image is made before cropping.
+        crops: 1 (``x`` itself), 5 (center and 4 corners of the larger canvas) or 10
+            (those 5 and their mirror images).
+        resize: ``mode="resize"``: how much larger the image is made before cropping.
+        mode: ``"shift"`` (pad, so the corners are the image moved by ``shift``) or
+            ``"resize"`` (enlarge by ``resize``).
+        shift: ``mode="shift"``: the padding, a fraction of the size.
+        fill: ``mode="shift"``: the padding's value, a number or one per channel
+            (``(n_C,)``); the normalized black of the training augmentation's border.
 
     Returns:
         ``crops`` tensors, each ``(N, n_C, n_H, n_W)``; the center crop first.
     """
+    import torch.nn.functional as F
     from torchvision.transforms.v2 import functional as TF
 
     crops = check_crops(crops)
+    mode = check_mode(mode)
     if crops == 1:
         return [x]
     n_H, n_W = x.shape[-2:]
-    big = TF.resize(x, list(resized_size((n_H, n_W), resize)), antialias=True)
+    if mode == "resize":
+        big = TF.resize(x, list(resized_size((n_H, n_W), resize)), antialias=True)
+    else:
+        p_H, p_W = shift_pixels((n_H, n_W), shift)
+        f = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+        # pad x - fill with zeros, then add fill back: a border of value fill, per channel
+        big = F.pad(x - f, (p_W, p_W, p_H, p_H)) + f
     # (N, n_C, n_H, n_W) -> (N, n_C, n_H', n_W'), then each crop back to (N, n_C, n_H, n_W)
     if crops == 5:
         tl, tr, bl, br, center = TF.five_crop(big, [n_H, n_W])
@@ -116,26 +190,46 @@ def crop_views(x: torch.Tensor, crops: int, resize: float = RESIZE) -> list[torc
     return [center, tl, tr, bl, br, mirrored[4], *mirrored[:4]]
 
 
-def describe_crops(crops: int, size: Sequence[int], resize: float = RESIZE) -> str:
+def describe_crops(
+    crops: int,
+    size: Sequence[int],
+    resize: float = RESIZE,
+    *,
+    mode: str = "shift",
+    shift: float = SHIFT,
+) -> str:
     """One line saying what ``crops`` means for a model of input ``size``.
 
     Args:
         crops: 1, 5 or 10.
         size: ``(n_H, n_W)`` of the model.
-        resize: Enlargement factor.
+        resize: ``mode="resize"``: enlargement factor.
+        mode: ``"shift"`` or ``"resize"``.
+        shift: ``mode="shift"``: the padding, a fraction of the size.
 
     Returns:
-        E.g. ``"5 crops: center + 4 corners (32x32) of the image resized to 36x36, no
-        mirrors; 5 forward passes per image"``.
+        E.g. ``"5 crops: center + 4 corners (32x32) of the image padded by 1 pixel
+        (34x34; the image shifted by 1 pixel), no mirrors; 5 forward passes per image"``.
     """
     crops = check_crops(crops)
+    mode = check_mode(mode)
     if crops == 1:
         return "1 crop: the image at the model's input size; 1 forward pass per image"
-    R_H, R_W = resized_size(size, resize)
     which = "no mirrors" if crops == 5 else "each also mirrored"
+    if mode == "resize":
+        R_H, R_W = resized_size(size, resize)
+        canvas = f"the image resized to {R_H}x{R_W}"
+    else:
+        p_H, p_W = shift_pixels(size, shift)
+        px = f"{p_H}" if p_H == p_W else f"{p_H}x{p_W}"
+        s = "" if px == "1" else "s"
+        canvas = (
+            f"the image padded by {px} pixel{s} ({size[0] + 2 * p_H}x{size[1] + 2 * p_W}; "
+            f"the image shifted by {px} pixel{s})"
+        )
     return (
-        f"{crops} crops: center + 4 corners ({size[0]}x{size[1]}) of the image resized to "
-        f"{R_H}x{R_W}, {which}; {crops} forward passes per image"
+        f"{crops} crops: center + 4 corners ({size[0]}x{size[1]}) of {canvas}, {which}; "
+        f"{crops} forward passes per image"
     )
 
 
@@ -153,7 +247,9 @@ class Outputs:
         crops: Views per image (forward passes per image).
         seconds: Wall time of the crops and forward passes (no data loading).
         size: ``(n_H, n_W)`` of the model's input.
-        resize: The enlargement factor used for crops.
+        resize: The enlargement factor of ``mode="resize"``.
+        mode: How the crops were made: ``"shift"`` or ``"resize"``.
+        shift: The padding of ``mode="shift"``, a fraction of the size.
     """
 
     log_probs: torch.Tensor
@@ -163,10 +259,12 @@ class Outputs:
     seconds: float
     size: tuple[int, int]
     resize: float = RESIZE
+    mode: str = "shift"
+    shift: float = SHIFT
 
     def describe(self) -> str:
         """What the crops were, in one line (see :func:`describe_crops`)."""
-        return describe_crops(self.crops, self.size, self.resize)
+        return describe_crops(self.crops, self.size, self.resize, mode=self.mode, shift=self.shift)
 
 
 def _batches(data: Dataset, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -189,6 +287,8 @@ def predict_log_probs(
     batch: int = 256,
     resize: float = RESIZE,
     device: torch.device | str = "cpu",
+    mode: str = "shift",
+    shift: float = SHIFT,
 ) -> Outputs:
     """Run ``model`` (in eval mode) over ``data``, averaging probabilities over crops.
 
@@ -197,21 +297,38 @@ def predict_log_probs(
         data: An ImageSet or any Dataset of ``(image, label)`` at the model's input size.
         crops: 1, 5 or 10 (see :func:`crop_views`).
         batch: Images per forward pass.
-        resize: Enlargement before cropping.
+        resize: ``mode="resize"``: enlargement before cropping.
         device: Where to run.
+        mode: ``"shift"`` or ``"resize"`` (see :func:`crop_views`).
+        shift: ``mode="shift"``: the padding, a fraction of the size. The border is the
+            normalized black of an ImageSet's preprocessing (what augmentation fills in),
+            or 0 (the mean) for other datasets.
 
     Returns:
-        :class:`Outputs`, timed (forward passes and crops only, after an untimed warm-up
-        pass on the first batch).
+        :class:`Outputs`, timed (forward passes and crops only, after untimed warm-up
+        passes at the batch sizes it will see).
     """
+    from cnnkit.data import ImageSet
     from cnnkit.train.classify import _check_count
 
     crops = check_crops(crops)
+    mode = check_mode(mode)
     _check_count("batch", batch, 256)
     if crops > 1:
-        resized_size((2, 2), resize)  # checks resize before any work
+        _check_canvas(mode, resize, shift)  # before any work
     if len(data) == 0:  # type: ignore[arg-type]
         raise CnnkitError("the split has no images to score; pick another split.")
+    fill: torch.Tensor | float = 0.0
+    if isinstance(data, ImageSet):  # black, normalized: ((0 - mean) / std) per channel
+        fill = -torch.tensor(data.preprocess.mean) / torch.tensor(data.preprocess.std)
+    n = len(data)  # type: ignore[arg-type]
+
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        views = crop_views(x, crops, resize, mode=mode, shift=shift, fill=fill)
+        lp = [log_probs(model(v)) for v in views]
+        # mean of the probabilities, in log space: (V, B, K) -> (B, K)
+        return torch.logsumexp(torch.stack(lp), 0) - math.log(len(lp))
+
     was = model.training
     model.eval()
     chunks: list[torch.Tensor] = []
@@ -223,11 +340,13 @@ def predict_log_probs(
                 x = x.to(device)
                 if i == 0:
                     size = (int(x.shape[-2]), int(x.shape[-1]))
-                    model(x)  # warm-up: one-time set-up (kernels, memory) stays out of timing
+                    # warm-up: one-time set-up (kernels, memory) stays out of timing, for
+                    # the full batches and for the last, smaller one (a new shape)
+                    scores(x)
+                    if n % batch and n > batch:
+                        scores(x[: n % batch])
                 t0 = time.perf_counter()
-                views = [log_probs(model(v)) for v in crop_views(x, crops, resize)]
-                # mean of the probabilities, in log space: (V, B, K) -> (B, K)
-                avg = torch.logsumexp(torch.stack(views), 0) - math.log(len(views))
+                avg = scores(x)
                 seconds += time.perf_counter() - t0
                 chunks.append(avg.cpu())
                 labels.append(y.long().cpu())
@@ -241,6 +360,8 @@ def predict_log_probs(
         seconds=seconds,
         size=size,
         resize=resize,
+        mode=mode,
+        shift=shift,
     )
 
 
@@ -410,6 +531,8 @@ def evaluate_crops(
     batch: int = 256,
     resize: float = RESIZE,
     k: int = 5,
+    mode: str = "shift",
+    shift: float = SHIFT,
 ) -> CropResult:
     """Score a run with ``crops`` test-time crops and with 1, and time both.
 
@@ -420,20 +543,26 @@ def evaluate_crops(
         split: ``test``, ``dev``, ``train_dev`` or ``train``.
         crops: 1, 5 or 10.
         batch: Images per forward pass.
-        resize: Enlargement before cropping.
+        resize: ``mode="resize"``: enlargement before cropping.
         k: Top-k accuracy's ``k``.
+        mode: ``"shift"`` (default: the image moved by ``shift``, as augmentation does) or
+            ``"resize"`` (enlarged by ``resize``); see :func:`crop_views`.
+        shift: ``mode="shift"``: the padding, a fraction of the size.
 
     Returns:
         A :class:`CropResult`.
     """
     crops = check_crops(crops)
+    mode = check_mode(mode)
     if crops > 1:
-        resized_size((2, 2), resize)
+        _check_canvas(mode, resize, shift)
     m = load_member(run, data, weights=weights, split=split, batch=batch)
     one = predict_log_probs(m.model, m.dataset, crops=1, batch=batch)
     many = one
     if crops > 1:
-        many = predict_log_probs(m.model, m.dataset, crops=crops, batch=batch, resize=resize)
+        many = predict_log_probs(
+            m.model, m.dataset, crops=crops, batch=batch, resize=resize, mode=mode, shift=shift
+        )
     title = f"{split} split of {m.name}"
     single = classification_report(one.log_probs, one.labels, m.classes, k=k, title=title)
     multi = classification_report(many.log_probs, many.labels, m.classes, k=k, title=title)
@@ -543,6 +672,8 @@ def ensemble(
     batch: int = 256,
     resize: float = RESIZE,
     k: int = 5,
+    mode: str = "shift",
+    shift: float = SHIFT,
 ) -> EnsembleResult:
     """Average the probabilities of several runs on the same images; report accuracy and cost.
 
@@ -557,13 +688,18 @@ def ensemble(
         split: ``test``, ``dev``, ``train_dev`` or ``train``.
         crops: Test-time crops per member (1, 5 or 10).
         batch: Images per forward pass.
-        resize: Enlargement before cropping.
+        resize: ``mode="resize"``: enlargement before cropping.
         k: Top-k accuracy's ``k``.
+        mode: ``"shift"`` or ``"resize"`` (see :func:`crop_views`).
+        shift: ``mode="shift"``: the padding, a fraction of the size.
 
     Returns:
         An :class:`EnsembleResult`; ``.table()`` is the accuracy-vs-cost table.
     """
     crops = check_crops(crops)
+    mode = check_mode(mode)
+    if crops > 1:
+        _check_canvas(mode, resize, shift)
     if isinstance(runs, (str, os.PathLike)) or len(runs) < 2:
         raise CnnkitError(
             "an ensemble needs two or more runs, e.g. runs=runs/classify/a,runs/classify/b."
@@ -578,7 +714,9 @@ def ensemble(
                 "ensemble runs trained on the same classes."
             )
     outs = [
-        predict_log_probs(m.model, m.dataset, crops=crops, batch=batch, resize=resize)
+        predict_log_probs(
+            m.model, m.dataset, crops=crops, batch=batch, resize=resize, mode=mode, shift=shift
+        )
         for m in members
     ]
     for i in range(1, len(outs)):
@@ -621,14 +759,11 @@ def _align(first: Outputs, other: Outputs, a: Member, b: Member, split: str) -> 
                     "source none of them trained on."
                 )
             order = torch.tensor([pos[i] for i in first.ids])
-            other = Outputs(
-                other.log_probs[order],
-                other.labels[order],
-                list(first.ids),
-                other.crops,
-                other.seconds,
-                other.size,
-                other.resize,
+            other = replace(
+                other,
+                log_probs=other.log_probs[order],
+                labels=other.labels[order],
+                ids=list(first.ids),
             )
     elif not same:
         raise CnnkitError(

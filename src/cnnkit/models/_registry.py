@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 
 __all__ = ["ModelInfo", "create", "get_model_info", "list_models", "register_model"]
 
@@ -209,13 +209,31 @@ def _create(
     except TypeError as e:
         if "unexpected keyword argument" in str(e):
             bad = str(e).split("'")[-2] if "'" in str(e) else str(e)
+            hits = did_you_mean(bad, _options(info.builder))
+            hint = f"did you mean {hits[0]}?" if hits else "see"
             raise CnnkitError(
-                f"model {name!r} has no option {bad!r}; see help(cnnkit.models.{info.family}) "
-                "for its options."
+                f"model {name!r} has no option {bad!r}; {hint} "
+                f"help(cnnkit.models.{info.family}) lists its options."
             ) from None
         raise
     model.cnnkit_name = name  # type: ignore[attr-defined]
     return model
+
+
+def _options(builder: Callable[..., Any]) -> list[str]:
+    """A builder's keyword options (and its class's, for builders that pass ``**kw`` on)."""
+    import inspect
+
+    names = [
+        n
+        for n, p in inspect.signature(builder).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    ret = inspect.signature(builder).return_annotation
+    cls = getattr(inspect.getmodule(builder), ret, None) if isinstance(ret, str) else ret
+    if isinstance(cls, type):
+        names += [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    return [n for n in dict.fromkeys(names) if n not in ("num_classes", "in_channels", "weights")]
 
 
 def _create_from_yaml(

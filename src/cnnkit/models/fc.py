@@ -129,8 +129,26 @@ def mlp(
     in_channels: int = 1,
     weights: str | None = None,
     input_size: Any = (32, 32, 1),
+    layers: int | None = None,
+    units: int | None = None,
     **kw: Any,
 ) -> MLP:
-    """L-layer network. Options: ``input_size``, ``hidden``, ``activation``, ``dropout``."""
+    """L-layer network. Options: ``input_size``, ``hidden``, ``activation``, ``dropout``.
+
+    ``layers`` and ``units`` are the search-friendly form of ``hidden``: ``layers`` hidden
+    layers of ``units`` each (``hidden=[units] * layers``; defaults 2 and 128), two whole
+    numbers a hyperparameter search can draw (``cnnkit tune model=mlp model.layers=1..4:int
+    model.units=16..512:intlog``).
+    """
+    if layers is not None or units is not None:
+        if "hidden" in kw:
+            raise CnnkitError(
+                "give the MLP either hidden=[...] or layers= and units=, not both; "
+                "e.g. layers=2 units=64."
+            )
+        for key, v in (("layers", layers), ("units", units)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise CnnkitError(f"{key} must be a positive whole number, got {v!r}.")
+        kw["hidden"] = [128 if units is None else units] * (2 if layers is None else layers)
     model = MLP(num_classes, _input_size(input_size, in_channels), **kw)
     return finish(model, name="mlp", in_channels=in_channels, weights=weights)

@@ -379,7 +379,12 @@ def size_curve(
         K = d.info.num_classes
         outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
         torch.manual_seed(cfg.seed)
-        net = create(cfg.model, num_classes=outputs, in_channels=d.info.preprocess.channels)
+        net = create(
+            cfg.model,
+            num_classes=outputs,
+            in_channels=d.info.preprocess.channels,
+            **cfg.model_args,
+        )
     else:
         d, net, _ = prepare(cfg)
     if d.dev is None or len(d.dev) == 0:

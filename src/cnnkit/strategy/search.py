@@ -127,7 +127,7 @@ class Dim:
 
     def __post_init__(self) -> None:
         n = self.name
-        if not (isinstance(n, str) and n.isidentifier()):
+        if not (isinstance(n, str) and all(part.isidentifier() for part in n.split(".", 1))):
             raise CnnkitError(f"{n!r} is not a setting name; use names such as lr or beta2.")
         if self.choices is not None:
             if len(self.choices) < 1:
@@ -769,7 +769,7 @@ def _check_settings(space: Space, settings: dict[str, Any]) -> None:
                 f"{k}= is set by tune (each trial's run is named trial_NNNN); "
                 "name the study with study=NAME."
             )
-        if k not in known:
+        if k not in known and not k.startswith("model."):  # model.KEY: built below
             hits = did_you_mean(k, known)
             hint = f"did you mean {hits[0]}=?" if hits else "see `cnnkit train --help`."
             raise CnnkitError(f"unknown setting {k!r} for tune: {hint}")
@@ -781,7 +781,9 @@ def _check_settings(space: Space, settings: dict[str, Any]) -> None:
             if d.scale in ("int", "intlog") and isinstance(v, float):
                 v = int(v)
             try:
-                TrainConfig.from_dict({**base, d.name: v})
+                end = TrainConfig.from_dict({**base, d.name: v})
+                if d.name.startswith("model."):  # the model's option: build it at this end
+                    check(end)
             except CnnkitError as e:
                 raise CnnkitError(
                     f"{d.to_text()} reaches {d.name}={_g(v)}, which training refuses: {e}"
@@ -1257,9 +1259,27 @@ def plot_study(result: TuneResult, path: str | os.PathLike) -> Path:
             ax.set_xticks(range(len(d.choices or ())), [_g(c) for c in d.choices or ()])
             ax.set_xlabel(d.name)
         elif d.scale in ("log", "intlog"):
+            from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
             assert d.low is not None and d.high is not None
             ax.set_xscale("log")
             ax.set_xlim(d.low / 1.25, d.high * 1.25)
+            # labelled ticks only: powers of 2 for whole numbers, else decades (or the
+            # ends and their geometric middle inside one decade); no crowded minor labels
+            if d.scale == "intlog":
+                k0, k1 = math.ceil(math.log2(d.low)), math.floor(math.log2(d.high))
+                ticks = [2.0**k for k in range(k0, k1 + 1)]
+                ticks = ticks[:: max(1, math.ceil(len(ticks) / 6))]
+            else:
+                k0, k1 = math.ceil(math.log10(d.low)), math.floor(math.log10(d.high))
+                ticks = [10.0**k for k in range(k0, k1 + 1)]
+            if len(ticks) < 2:
+                ticks = [d.low, math.sqrt(d.low * d.high), d.high]
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(
+                FuncFormatter(lambda x, _: str(int(x)) if x >= 1 and x == int(x) else f"{x:.3g}")
+            )
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(f"{d.name} (log scale)")
         elif d.scale == "rlog":  # drawn at 1 - beta on a log axis, labelled with beta
             from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
@@ -1276,6 +1296,10 @@ def plot_study(result: TuneResult, path: str | os.PathLike) -> Path:
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(f"{d.name} (log scale of 1 - {d.name})")
         else:
+            if d.scale == "int":  # whole numbers: no 1.5 or 2.5 ticks
+                from matplotlib.ticker import MaxNLocator
+
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(d.name)
         ax.set_ylabel(result.metric)
         ax.grid(True, alpha=0.3)

@@ -146,6 +146,11 @@ def check(cfg: TrainConfig) -> tuple[Any, str, Path | None]:
     info = None if is_yaml else get_model_info(cfg.model)
     if is_yaml and not Path(cfg.model).is_file():
         raise CnnkitError(f"model file {cfg.model!r} does not exist.")
+    if cfg.model_args:  # a wrong option or value fails here, before the data is read
+        from cnnkit.models import create
+
+        with torch.random.fork_rng():
+            create(cfg.model, **cfg.model_args)
     kind, folder = resolve_source(cfg.data, cfg.data_dir)
     return info, kind, folder
 
@@ -176,7 +181,7 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
         native = _native_size(kind, folder)
         c = channels_guess or (info.input_size[-1] if info else 3)
         torch.manual_seed(cfg.seed)
-        probe = create(cfg.model, in_channels=c) if info else create(cfg.model)
+        probe = create(cfg.model, in_channels=c, **cfg.model_args) if info else create(cfg.model)
         if native is not None and _accepts(probe, native, c):
             size = native
             notes.append(
@@ -195,7 +200,12 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
     K = data.info.num_classes
     outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
     torch.manual_seed(cfg.seed)
-    model = create(cfg.model, num_classes=outputs, in_channels=data.info.preprocess.channels)
+    model = create(
+        cfg.model,
+        num_classes=outputs,
+        in_channels=data.info.preprocess.channels,
+        **cfg.model_args,
+    )
     if outputs == 1:
         notes.append(
             "two classes: one sigmoid output with the logistic loss (loss=ce for a 2-way softmax)"
@@ -203,11 +213,17 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
     return data, model, notes
 
 
+def _args_text(args: dict[str, Any]) -> str:
+    """`` (layers=3, units=64)`` for a model's options, ``""`` for none."""
+    return f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else ""
+
+
 def _meta(cfg: TrainConfig, data: Data, model: nn.Module) -> dict[str, Any]:
     out_features = _out_features(model, data)
     return {
         "task": "classify",
         "model": str(cfg.model),
+        "model_args": dict(cfg.model_args),
         "num_outputs": out_features,
         "in_channels": data.info.preprocess.channels,
         "preprocess": data.info.preprocess.to_dict(),
@@ -404,7 +420,8 @@ def _fit_and_report(
 
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits().items())
     say(
-        f"{'resuming' if resume else 'training'} {cfg.model} on {data.info.name} "
+        f"{'resuming' if resume else 'training'} {cfg.model}{_args_text(cfg.model_args)} on "
+        f"{data.info.name} "
         f"({sizes} images) -> {run}"
     )
     if data.info.skipped and ctx.is_main:
@@ -500,7 +517,10 @@ def load_run_model(
             "a cnnkit run, or build the model with cnnkit.models.create(..., weights=FILE)."
         )
     model = create(
-        meta["model"], num_classes=int(meta["num_outputs"]), in_channels=int(meta["in_channels"])
+        meta["model"],
+        num_classes=int(meta["num_outputs"]),
+        in_channels=int(meta["in_channels"]),
+        **meta.get("model_args", {}),
     )
     try:
         model.load_state_dict(state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
@@ -30,6 +30,9 @@ class TrainConfig:
 
     Attributes:
         model: Zoo name or layer-list YAML (``cnnkit models``).
+        model_args: The model family's options, e.g. ``{"layers": 3, "units": 64}`` for
+            ``mlp`` (``help(cnnkit.models.create)``); ``model.KEY=VALUE`` on the command
+            line and in :meth:`from_dict`. Saved with the weights, so the run rebuilds it.
         data: ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` or a folder.
         epochs: Passes over the training set; ``"auto"`` picks about ``auto_steps``
             optimizer steps, at least 3 and at most 60 epochs.
@@ -151,6 +154,7 @@ class TrainConfig:
     precision: str = "auto"
     memory_format: str = "auto"
     compile: bool | str = "auto"
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -169,6 +173,15 @@ class TrainConfig:
             The validated config.
         """
         known = cls.keys()
+        d = dict(d)
+        nested = {k: d.pop(k) for k in [k for k in d if isinstance(k, str) and k[:6] == "model."]}
+        if nested:  # model.KEY=VALUE -> model_args[KEY]
+            args = d.get("model_args") or {}
+            if not isinstance(args, dict):
+                raise CnnkitError(
+                    f"model_args must be a mapping, got {args!r}; e.g. model.units=64."
+                )
+            d["model_args"] = {**args, **{k[6:]: v for k, v in nested.items()}}
         for k in d:
             if k not in known:
                 hits = did_you_mean(k, known)
@@ -239,6 +252,13 @@ class TrainConfig:
 
         for key in ("model", "data", "project"):
             text(key)
+        if not isinstance(self.model_args, dict) or not all(
+            isinstance(k, str) and k.isidentifier() for k in self.model_args
+        ):
+            raise CnnkitError(
+                f"model_args must map option names to values, got {self.model_args!r}; "
+                "e.g. model.units=64 (cnnkit.models.create's options)."
+            )
         for key in ("name", "data_dir"):
             text(key, allow_none=True)
         if isinstance(self.epochs, str) and self.epochs != "auto":
