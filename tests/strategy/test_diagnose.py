@@ -346,7 +346,7 @@ def test_cli_diagnose_run(digits_run, digits_diagnosis, capsys):
     err = capsys.readouterr().err
     assert "with run= the errors are measured, so drop train=" in err
     assert main(["diagnose", f"run={digits_run}x"]) == 2
-    assert "is not a run folder" in capsys.readouterr().err
+    assert "does not exist; runs are in runs/classify/" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the command line

@@ -424,8 +424,7 @@ def load_member(
     import yaml
 
     from cnnkit.data import Data, ImageSet, Preprocess, load
-    from cnnkit.train.classify import _check_count, load_run_model, load_splits, split_of
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.classify import _check_count, load_run_model, run_data, split_of
 
     if split not in SPLITS:
         raise unknown_name("split", str(split), SPLITS)
@@ -449,11 +448,8 @@ def load_member(
         return Member(name, model, data, list(meta["classes"]), config)
     if isinstance(data, Data):
         d = data
-    elif data is None and config is not None:
-        key = (tuple(str(_split_value(config, k)) for k in _SPLIT_KEYS), tuple(pre.size))
-        if key not in cache:
-            cache[key] = load_splits(TrainConfig.from_dict(config), pre.size)
-        d = cache[key]
+    elif data is None and run is not None:
+        d = run_data(run, meta, cache)
     elif data is not None:
         key = (str(data), tuple(pre.size), pre.channels)
         if key not in cache:

@@ -462,24 +462,13 @@ def _log_probs(model: torch.nn.Module, ds: Any, batch: int) -> torch.Tensor:
 
 def _run_split(run: Path, split: str) -> tuple[torch.nn.Module, Any, list[str]]:
     """The run's model and split (rebuilt from its config.yaml with the same seed)."""
-    import yaml
-
     from cnnkit.data import Preprocess
-    from cnnkit.train.classify import load_run_model, load_splits
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.classify import load_run_model, run_config, run_data
 
-    if not run.is_dir():
-        raise CnnkitError(f"run folder {str(run)!r} does not exist; runs are in runs/classify/.")
-    if not (run / "config.yaml").is_file():
-        raise CnnkitError(
-            f"{str(run)!r} is not a run folder (no config.yaml); pass run=runs/classify/NAME."
-        )
+    run_config(run)  # a run folder with a readable config.yaml, before the weights
     model, meta = load_run_model(run)
     pre = Preprocess.from_dict(meta["preprocess"])
-    cfg = TrainConfig.from_dict(
-        yaml.safe_load((run / "config.yaml").read_text()), source=str(run / "config.yaml")
-    )
-    data = load_splits(cfg, pre.size)
+    data = run_data(run, meta)
     ds = getattr(data, split)
     if ds is None or not len(ds):
         have = ", ".join(k for k in data.splits() if k != "train")

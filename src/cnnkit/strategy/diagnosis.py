@@ -519,26 +519,16 @@ def diagnose_run(
     Raises:
         CnnkitError: When ``run`` is not a run folder, or on a bad human-level error.
     """
-    import yaml
-
-    from cnnkit.data import Preprocess
-    from cnnkit.train.classify import evaluate, load_run_model, load_splits
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.classify import evaluate, load_run_model, run_config, run_data
 
     r = Path(run)
-    if not (r / "config.yaml").is_file():
-        raise CnnkitError(
-            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/classify/NAME."
-        )
+    run_config(r)  # a run folder with a readable config.yaml, before anything else
     # the human-level errors are read (and checked) before any data is
     h = _human_in_unit(human, unit)
     hd = _human_in_unit(human_dev, unit)
     _, meta = load_run_model(r)
-    cfg = TrainConfig.from_dict(
-        yaml.safe_load((r / "config.yaml").read_text()), source=str(r / "config.yaml")
-    )
     # one load of the run's splits (the same seed, so the same split as evaluate(run) makes)
-    data = load_splits(cfg, Preprocess.from_dict(meta["preprocess"]).size)
+    data = run_data(r, meta)
     errors: dict[str, float] = {}
     counts: dict[str, int] = {}
     for split in _ERRORS:

@@ -319,11 +319,8 @@ def _measure_run(
     batch: int,
     cache: dict[str, Any],
 ) -> Candidate:
-    import yaml
-
     from cnnkit.data import Preprocess
-    from cnnkit.train.classify import evaluate, load_run_model, load_splits
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.classify import evaluate, load_run_model, run_data
 
     model, meta = load_run_model(run)
     pre = Preprocess.from_dict(meta["preprocess"])
@@ -338,12 +335,7 @@ def _measure_run(
     values["latency_ms"] = measure_latency(model, size, repeats=repeats, threads=threads)
     splits = sorted({s for m in wanted if (s := _split_of(m)) is not None}, key=SPLITS.index)
     if splits:
-        text = (run / "config.yaml").read_text()
-        cfg = TrainConfig.from_dict(yaml.safe_load(text), source=str(run / "config.yaml"))
-        key = f"{text}\n{pre.size}"
-        if key not in cache:  # runs of one config share one load of the data
-            cache[key] = load_splits(cfg, pre.size)
-        data = cache[key]
+        data = run_data(run, meta, cache)  # runs of one split share one load of the data
         for split in splits:
             if getattr(data, split) is None:
                 raise CnnkitError(

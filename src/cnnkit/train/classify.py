@@ -49,6 +49,8 @@ __all__ = [
     "predict",
     "predict_with",
     "prepare",
+    "run_config",
+    "run_data",
     "train",
 ]
 
@@ -265,6 +267,59 @@ def load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
 
 
 _load_splits = load_splits  # the name older callers use
+
+
+def run_config(run: str | os.PathLike) -> TrainConfig:
+    """The settings a run folder was trained with (its ``config.yaml``).
+
+    Args:
+        run: Run folder.
+
+    Returns:
+        The :class:`TrainConfig`.
+    """
+    import yaml
+
+    r = Path(run)
+    if not r.is_dir():
+        raise CnnkitError(f"run folder {str(r)!r} does not exist; runs are in runs/classify/.")
+    if not (r / "config.yaml").is_file():
+        raise CnnkitError(
+            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/classify/NAME."
+        )
+    return TrainConfig.from_dict(
+        yaml.safe_load((r / "config.yaml").read_text()), source=str(r / "config.yaml")
+    )
+
+
+def run_data(
+    run: str | os.PathLike,
+    meta: Mapping[str, Any],
+    cache: dict[Any, Any] | None = None,
+) -> Data:
+    """A run's own data and splits, rebuilt from its ``config.yaml`` (the same seeded split).
+
+    Args:
+        run: Run folder.
+        meta: Its weights' metadata (the input size is the weights' preprocessing).
+        cache: Loaded data shared between calls: runs with the same data and split
+            settings (an ensemble, a model selection) read it once.
+
+    Returns:
+        The :class:`~cnnkit.data.Data`.
+    """
+    from cnnkit.data import Preprocess
+
+    cfg = run_config(run)
+    size = tuple(Preprocess.from_dict(meta["preprocess"]).size)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    keys = ("data", "dev", "test", "train_dev", "data_dir", "on_error", "max_bad_fraction")
+    key = (*(str(getattr(cfg, k)) for k in keys), split_seed, size)
+    if cache is None:
+        return load_splits(cfg, size)
+    if key not in cache:
+        cache[key] = load_splits(cfg, size)
+    return cache[key]
 
 
 def split_of(data: Data, split: str, meta: Mapping[str, Any]) -> ImageSet:
