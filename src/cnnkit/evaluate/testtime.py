@@ -565,12 +565,19 @@ def evaluate_crops(
     if crops > 1:
         multi.notes.append(many.describe())
     notes = []
-    if crops == 10 and m.config is not None and float(m.config.get("fliplr", 0) or 0) == 0:
+    if crops == 10 and m.config is not None and _fliplr(m.config) == 0:
         notes.append(
             "note: this run trained without mirror images (fliplr=0), so the 5 mirrored crops "
             "show it images unlike any it learned from; crops=5 has no mirrors."
         )
     return CropResult(single, multi, crops, one.seconds, many.seconds, many.describe(), notes)
+
+
+def _fliplr(config: dict[str, Any]) -> float:
+    """The mirror probability a run trained with (its own setting, else its preset's)."""
+    from cnnkit.train.config import TrainConfig
+
+    return float(TrainConfig.from_dict(config).resolved("fliplr"))
 
 
 # --- ensembles ------------------------------------------------------------------------------

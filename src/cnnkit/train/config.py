@@ -14,7 +14,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "lr_factor"]
+__all__ = ["AUG_OPS", "AUG_PRESETS", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "lr_factor"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "inverse", "cosine", "onecycle")
@@ -22,6 +22,39 @@ LOSSES = ("auto", "ce", "bce")
 NONFINITE = ("raise", "skip_step", "stop")
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+FREEZE = ("auto", "none", "backbone")
+BN_POLICIES = ("auto", "train", "freeze_stats", "freeze_all")
+
+# augmentation: each op's setting; None in a TrainConfig means "the preset's value"
+AUG_OPS = (
+    "degrees",  # rotation range, degrees
+    "translate",  # shift, fraction of the size
+    "scale",  # zoom range
+    "fliplr",  # probability of a mirror
+    "shear",  # shear range, degrees
+    "crop",  # random crop after zero-padding by this fraction of the size
+    "resized_crop",  # random-resized crop: smallest area fraction kept (0: off)
+    "elastic",  # local warping: displacement strength alpha, pixels (0: off)
+    "color_shift",  # +/- per RGB channel, fraction of the range
+    "pca_color",  # AlexNet PCA colour: std of the eigen-coefficients (0.1 in the paper)
+    "erase",  # random erasing: probability per image
+)
+_OFF = dict.fromkeys(AUG_OPS, 0.0)
+AUG_PRESETS: dict[str, dict[str, float]] = {
+    "none": dict(_OFF),
+    "default": {**_OFF, "degrees": 10.0, "translate": 0.1, "scale": 0.1},
+    "light": {**_OFF, "degrees": 5.0, "translate": 0.05, "scale": 0.05},
+    "strong": {
+        **_OFF,
+        "degrees": 15.0,
+        "translate": 0.1,
+        "scale": 0.15,
+        "shear": 10.0,
+        "elastic": 1.0,
+        "erase": 0.25,
+    },
+    "photo": {**_OFF, "fliplr": 0.5, "crop": 0.125, "color_shift": 0.1, "pca_color": 0.1},
+}
 
 
 @dataclass
@@ -61,10 +94,43 @@ class TrainConfig:
         patience: Early stopping: epochs without dev improvement before stopping (0: off).
         monitor: Metric for early stopping and best weights (``dev_accuracy``, ``dev_loss``, ...).
         clip_grad: Clip the gradient's global L2 norm to this (0: off).
+        aug: Augmentation preset: ``none``, ``default`` (rotation 10, shift 0.1, zoom 0.1),
+            ``light``, ``strong``, ``photo`` (mirror, random crop, colour); each op below
+            left at None takes the preset's value, a value given overrides it.
         degrees: Augmentation: random rotation range.
         translate: Augmentation: random shift, fraction of the size.
         scale: Augmentation: random zoom range.
         fliplr: Augmentation: probability of a mirror (0 for digits and text).
+        shear: Augmentation: random shear range, degrees.
+        crop: Augmentation: random crop of the image zero-padded by this fraction.
+        resized_crop: Augmentation: random-resized crop keeping at least this area
+            fraction (0: off).
+        elastic: Augmentation: elastic (local) warping strength alpha in pixels (0: off).
+        color_shift: Augmentation: add a random +/- shift per RGB channel, fraction of range.
+        pca_color: Augmentation: AlexNet's PCA colour shift, std of the coefficients
+            (fitted on the training set's pixels; 0.1 in the paper).
+        erase: Augmentation: probability of erasing a random rectangle.
+        pretrained: Start from these weights: a run folder, a cnnkit ``.safetensors``, a
+            torchvision ``.pth`` or a torchvision weights name (``IMAGENET1K_V1``). Their
+            preprocessing (size, channels, mean and std) is used for the data.
+        freeze: ``none``, ``backbone`` (all but the head) or K (the first K stages);
+            ``auto``: ``backbone`` with ``pretrained``, else ``none``.
+        bn: Batch-norm policy: ``train`` (batch statistics, running averages updated),
+            ``freeze_stats`` (running averages used and kept), ``freeze_all`` (also
+            gamma and beta fixed); ``auto``: ``freeze_stats`` with ``pretrained``.
+        fine_tune: Train the head alone for ``head_epochs``, then unfreeze the last
+            ``unfreeze`` stages with discriminative learning rates.
+        head_epochs: Epochs of head-only training before unfreezing (``fine_tune``).
+        unfreeze: Stages unfrozen after the head epochs; ``auto`` from the training set's
+            size (the course: more data, unfreeze more).
+        lr_mult: Discriminative rates: each stage's learning rate is this times the next
+            (later) stage's; the head trains at ``lr``.
+        cache_features: Compute the frozen backbone's output once and train the head on it;
+            ``auto``: when the whole backbone is frozen and nothing makes it vary
+            (augmentation off, batch norm frozen).
+        classes: Keep only these classes of the data (names or indices), e.g. ``[5, 6, 7,
+            8, 9]``.
+        per_class: Keep only this many training examples per class (a small labelled set).
         size: Input ``n_H`` (int or ``[n_H, n_W]``); None: the model's when it needs one,
             else the data's.
         dev: Dev split carved from train when the source has none (fraction or count).
@@ -126,10 +192,18 @@ class TrainConfig:
     patience: int = 0
     monitor: str = "dev_loss"
     clip_grad: float = 0.0
-    degrees: float = 10.0
-    translate: float = 0.1
-    scale: float = 0.1
-    fliplr: float = 0.0
+    aug: str = "default"
+    degrees: float | None = None
+    translate: float | None = None
+    scale: float | None = None
+    fliplr: float | None = None
+    shear: float | None = None
+    crop: float | None = None
+    resized_crop: float | None = None
+    elastic: float | None = None
+    color_shift: float | None = None
+    pca_color: float | None = None
+    erase: float | None = None
     size: Any = None
     dev: float | int = 0.1
     test: float | int = 0.2
@@ -155,6 +229,16 @@ class TrainConfig:
     memory_format: str = "auto"
     compile: bool | str = "auto"
     model_args: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    freeze: str | int = "auto"
+    bn: str = "auto"
+    fine_tune: bool = False
+    head_epochs: int = 2
+    unfreeze: str | int = "auto"
+    lr_mult: float = 0.3
+    cache_features: bool | str = "auto"
+    classes: list[Any] | None = None
+    per_class: int | None = None
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -318,10 +402,52 @@ class TrainConfig:
                 "monitor must name a logged metric such as dev_accuracy or dev_loss, got "
                 f"{self.monitor!r}."
             )
-        num("degrees", low=0, high=180)
-        num("translate", low=0, high=1)
-        num("scale", low=0, high=1, high_open=True)
-        num("fliplr", low=0, high=1)
+        if self.aug not in AUG_PRESETS:
+            raise unknown_name("aug preset", str(self.aug), AUG_PRESETS)
+        for key in AUG_OPS:
+            num(key, low=0, allow_none=True)
+        num("degrees", low=0, high=180, allow_none=True)
+        num("shear", low=0, high=80, allow_none=True)
+        num("translate", low=0, high=1, allow_none=True)
+        num("scale", low=0, high=1, high_open=True, allow_none=True)
+        for key in ("fliplr", "crop", "resized_crop", "color_shift", "erase"):
+            num(key, low=0, high=1, allow_none=True)
+        text("pretrained", allow_none=True)
+        if not (isinstance(self.freeze, int) and not isinstance(self.freeze, bool)):
+            if self.freeze not in FREEZE:
+                raise CnnkitError(
+                    f"freeze must be none, backbone, auto or a number of stages, got "
+                    f"{self.freeze!r}; e.g. freeze=backbone or freeze=2."
+                )
+        else:
+            num("freeze", low=0, integer=True)
+        if self.bn not in BN_POLICIES:
+            raise unknown_name("bn policy", str(self.bn), BN_POLICIES)
+        flag("fine_tune")
+        num("head_epochs", low=0, integer=True)
+        if not (isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool)):
+            if self.unfreeze != "auto":
+                raise CnnkitError(
+                    f"unfreeze must be auto or a number of stages, got {self.unfreeze!r}; "
+                    "e.g. unfreeze=2."
+                )
+        else:
+            num("unfreeze", low=0, integer=True)
+        num("lr_mult", low=0, high=1)
+        if self.cache_features not in (True, False, "auto"):
+            raise CnnkitError(
+                f"cache_features must be true, false or auto, got {self.cache_features!r}."
+            )
+        if self.classes is not None:
+            if isinstance(self.classes, (str, int)) and not isinstance(self.classes, bool):
+                self.classes = [self.classes]
+            if not isinstance(self.classes, (list, tuple)) or not self.classes:
+                raise CnnkitError(
+                    f"classes must list class names or indices, got {self.classes!r}; "
+                    "e.g. classes=[5, 6, 7, 8, 9]."
+                )
+            self.classes = list(self.classes)
+        num("per_class", low=1, integer=True, allow_none=True)
         for key in ("dev", "test", "train_dev"):
             split(key)
         for key in ("download", "deterministic", "exist_ok"):
@@ -340,10 +466,12 @@ class TrainConfig:
                 )
 
     def resolved(self, key: str) -> Any:
-        """A setting whose None default depends on the optimizer or schedule."""
+        """A setting whose None default depends on the optimizer, schedule, or ``aug`` preset."""
         v = getattr(self, key)
         if v is not None:
             return v
+        if key in AUG_OPS:
+            return AUG_PRESETS[self.aug][key]
         if key == "momentum":
             return 0.9 if self.optimizer in ("momentum", "nesterov") else 0.0
         if key == "beta2":
@@ -355,7 +483,7 @@ class TrainConfig:
         return v
 
 
-_TEXT = ("model", "data", "project", "name", "data_dir")
+_TEXT = ("model", "data", "project", "name", "data_dir", "pretrained")
 
 
 def _yaml_float(v: Any) -> Any:

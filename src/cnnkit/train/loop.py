@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,19 +236,37 @@ def resolve_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, str | N
     )
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, groups: Sequence[Mapping[str, Any]] | None = None
+) -> torch.optim.Optimizer:
     """The optimizer named in ``cfg``, with the course's hyperparameter names mapped to PyTorch's.
 
     Args:
         model: Its trainable parameters are optimized.
         cfg: Settings (``optimizer``, ``lr``, ``momentum``, ``beta1``, ``beta2``, ``eps``,
             ``weight_decay``).
+        groups: Parameter groups instead of all trainable parameters: dicts with
+            ``params`` and optionally ``lr_mult`` (the group's learning rate is ``lr_mult``
+            times the schedule's, discriminative rates) and ``start_epoch`` (the group
+            trains from that epoch on; before it, its parameters are frozen).
 
     Returns:
         A ``torch.optim`` optimizer.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if groups is not None:
+        params: Any = [
+            {
+                "params": list(g["params"]),
+                "lr_mult": float(g.get("lr_mult", 1.0)),
+                "start_epoch": int(g.get("start_epoch", 0)),
+            }
+            for g in groups
+            if len(list(g["params"]))
+        ]
+        flat = [p for g in params for p in g["params"]]
+    else:
+        params = flat = [p for p in model.parameters() if p.requires_grad]
+    if not flat:
         raise CnnkitError("the model has no trainable parameters; unfreeze some layers.")
     wd = cfg.resolved("weight_decay")
     name = cfg.optimizer
@@ -263,7 +281,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             dampening=beta if name == "momentum" else 0.0,
             nesterov=name == "nesterov",
             weight_decay=wd,
-            fused=_fusable(params),
+            fused=_fusable(flat),
         )
     if name == "rmsprop":
         return torch.optim.RMSprop(
@@ -281,7 +299,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         betas=(cfg.beta1, cfg.resolved("beta2")),
         eps=cfg.eps,
         weight_decay=wd,
-        fused=_fusable(params),
+        fused=_fusable(flat),
     )
 
 
@@ -527,6 +545,7 @@ def fit(
     resume: bool = False,
     meta: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
+    param_groups: Sequence[Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> FitResult:
     """Train ``model`` on ``train``, choosing the best weights on ``dev``.
@@ -547,6 +566,9 @@ def fit(
         resume: Continue from ``run_dir/weights/last_state.pt``.
         meta: Plain values saved with the weights (model name, preprocessing, classes).
         device: Where to train.
+        param_groups: What to optimize, in groups with their own learning-rate multiplier
+            and start epoch (see :func:`build_optimizer`); None: every parameter that
+            requires a gradient, at ``lr``.
         **settings: Any :class:`TrainConfig` key, e.g. ``epochs=5, lr=1e-3``.
 
     Under torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) every process calls
@@ -570,6 +592,7 @@ def fit(
             resume=resume,
             meta=meta,
             dist_ctx=dist_ctx,
+            param_groups=param_groups,
             **settings,
         )
 
@@ -585,6 +608,7 @@ def _fit(
     resume: bool,
     meta: Mapping[str, Any] | None,
     dist_ctx: DistContext,
+    param_groups: Sequence[Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> FitResult:
     base = (config or TrainConfig()).to_dict()
@@ -596,7 +620,7 @@ def _fit(
     model.to(device)
     if len(train) == 0:  # type: ignore[arg-type]
         raise CnnkitError("the training set is empty.")
-    augment = Augment(cfg.degrees, cfg.translate, cfg.scale, cfg.fliplr)
+    augment = Augment(*(cfg.resolved(k) for k in ("degrees", "translate", "scale", "fliplr")))
     batches = _batches(
         train,
         cfg.batch,
@@ -610,7 +634,7 @@ def _fit(
     steps_per_epoch = len(batches)
     epochs, note = resolve_epochs(cfg, steps_per_epoch)
     notes = [note] if note else []
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, cfg, param_groups)
     aug_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 1, dist_ctx.rank))
     metrics = [f"{p}_{m}" for p in ("train", "dev") for m in ("loss", *task.metric_names)]
     if cfg.monitor not in metrics:
@@ -764,6 +788,9 @@ def _fit(
                 epoch = st["epoch"]
                 halted = False
                 model.train()
+                for g in opt.param_groups:  # a group trains from its start epoch on
+                    for p in g["params"]:
+                        p.requires_grad_(epoch >= g.get("start_epoch", 0))
                 bar.start_epoch(epoch, st["step_in_epoch"])
                 t0 = time.perf_counter()
                 seen = 0
@@ -780,8 +807,8 @@ def _fit(
                         step_size=cfg.step_size,
                     )
                     lr = cfg.lr * f
-                    for g in opt.param_groups:
-                        g["lr"] = lr
+                    for g in opt.param_groups:  # discriminative rates: lr_mult per group
+                        g["lr"] = lr * g.get("lr_mult", 1.0)
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     if to_channels_last and x.ndim == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -991,8 +1018,8 @@ def _resolve_speed(
 
 
 def lr_now(opt: torch.optim.Optimizer) -> float:
-    """The learning rate of the first parameter group."""
-    return float(opt.param_groups[0]["lr"])
+    """The schedule's learning rate: the largest group's (the head's, with discriminative rates)."""
+    return max(float(g["lr"]) for g in opt.param_groups)
 
 
 def preprocess_of(meta: Mapping[str, Any]) -> Preprocess | None:
