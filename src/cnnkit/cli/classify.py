@@ -74,6 +74,17 @@ def _settings_help() -> str:
     return "\n".join(lines) + "\nSee `help(cnnkit.train.TrainConfig)` for what each does."
 
 
+def _uses_transfer(cfg: Any) -> bool:
+    """Whether a run needs cnnkit.transfer (pretrained weights, freezing, a BN policy...)."""
+    return bool(
+        cfg.pretrained
+        or cfg.freeze not in ("auto", "none")
+        or cfg.bn != "auto"
+        or cfg.fine_tune
+        or cfg.cache_features is True
+    )
+
+
 def train(argv: Sequence[str]) -> int:
     """``cnnkit train key=value ...``."""
     pos, opts, wants_help = split_args(argv)
@@ -96,7 +107,14 @@ def train(argv: Sequence[str]) -> int:
         devices = TrainConfig.from_dict({"devices": opts.get("devices", 1)}).devices
         if devices > 1 and not in_torchrun():  # the same command in N processes
             return launch(["train", *argv], devices)
-        classify.resume(str(run), **opts)
+        if (Path(str(run)) / "config.yaml").is_file() and _uses_transfer(
+            classify.run_config(str(run))
+        ):
+            from cnnkit import transfer
+
+            transfer.resume(str(run), **opts)
+        else:
+            classify.resume(str(run), **opts)
         return 0
     base: dict[str, Any] = {}
     if "cfg" in opts:
@@ -109,6 +127,11 @@ def train(argv: Sequence[str]) -> int:
     if cfg.devices > 1 and not in_torchrun():  # the same command in N processes
         classify.check(cfg)
         return launch(["train", *argv], cfg.devices)
+    if _uses_transfer(cfg):
+        from cnnkit import transfer
+
+        transfer.train(cfg)
+        return 0
     classify.train(cfg)
     return 0
 
@@ -154,6 +177,18 @@ def val(argv: Sequence[str]) -> int:
             batch=batch,
         )
         print(score_line(split, s))
+        return 0
+    from cnnkit.evaluate.metrics import multilabel_run_report
+
+    ml = multilabel_run_report(
+        opts.get("run"), opts.get("data"), weights=opts.get("weights"), split=split, batch=batch
+    )
+    if ml is not None:  # a multi-label run: per-label P/R/F1 over the present labels
+        if crops > 1:
+            raise CnnkitError("crops= is for single-label runs; drop it for this multi-label run.")
+        print(score_line(split, {"loss": ml.loss, "accuracy": ml.micro["accuracy"], "n": ml.n}))
+        print()
+        print(ml.table())
         return 0
     from cnnkit.evaluate.testtime import evaluate_crops
 

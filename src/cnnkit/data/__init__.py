@@ -1,12 +1,14 @@
 """Datasets and their splits: ``cnnkit.data.load("digits")`` and friends.
 
 Sources: scikit-learn's bundled digits, MNIST / Fashion-MNIST IDX files, CIFAR python
-batches and ImageFolder directories, all read into memory as uint8 tensors, split
-(stratified, seeded) into train / dev / test and an optional train-dev split, and
-normalized with statistics of the training split only.
+batches, ImageFolder directories and multi-label CSV manifests (``labels.csv``: image
+paths and 0/1/? labels), all read into memory as uint8 tensors, split (stratified,
+seeded) into train / dev / test and an optional train-dev split, and normalized with
+statistics of the training split only. :mod:`cnnkit.data.synthetic` draws a synthetic
+multi-label task (the course's autonomous-driving example).
 """
 
-from cnnkit.data.augment import Augment, TensorBatches, epoch_order
+from cnnkit.data.augment import Augment, TensorBatches, epoch_order, fit_pca, preview_grid
 from cnnkit.data.datasets import (
     Data,
     DataInfo,
@@ -18,7 +20,14 @@ from cnnkit.data.datasets import (
     seed_worker,
     stratified_split,
 )
-from cnnkit.data.formats import read_cifar, read_digits, read_idx, read_mnist
+from cnnkit.data.formats import (
+    Manifest,
+    read_cifar,
+    read_digits,
+    read_idx,
+    read_manifest,
+    read_mnist,
+)
 from cnnkit.data.images import BadFile, ImageDecodeError, decode_image
 from cnnkit.data.sources import (
     DATASETS,
@@ -29,10 +38,12 @@ from cnnkit.data.sources import (
     load,
     resolve_source,
 )
+from cnnkit.data.synthetic import SCENE_LABELS, multilabel_scenes, write_scenes
 
 __all__ = [
     "DATASETS",
     "MAX_BAD_FRACTION",
+    "SCENE_LABELS",
     "Augment",
     "BadFile",
     "Data",
@@ -40,6 +51,7 @@ __all__ = [
     "FolderReport",
     "ImageDecodeError",
     "ImageSet",
+    "Manifest",
     "Preprocess",
     "TensorBatches",
     "channel_stats",
@@ -48,13 +60,18 @@ __all__ = [
     "default_data_dir",
     "default_workers",
     "epoch_order",
+    "fit_pca",
     "load",
+    "multilabel_scenes",
+    "preview_grid",
     "read_cifar",
     "read_digits",
     "read_idx",
+    "read_manifest",
     "read_mnist",
     "resize_uint8",
     "resolve_source",
     "seed_worker",
     "stratified_split",
+    "write_scenes",
 ]

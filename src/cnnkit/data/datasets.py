@@ -105,14 +105,17 @@ class Preprocess:
 
 
 class ImageSet(Dataset):
-    """Images held in memory as uint8 ``(N, n_C, n_H, n_W)`` with int64 labels.
+    """Images held in memory as uint8 ``(N, n_C, n_H, n_W)`` with their labels.
+
+    Labels are int64 class indices ``(N,)``, or, for multi-label data, float
+    ``(N, L)`` with 1 / 0 per label and NaN where a label is missing.
 
     Indexing returns ``(normalized float image, label)`` like any torch Dataset; the
     trainer recognises an ImageSet and serves whole batches from memory instead.
 
     Args:
         images: uint8 tensor ``(N, n_C, n_H, n_W)``.
-        labels: int64 tensor ``(N,)`` of class indices.
+        labels: int64 ``(N,)`` class indices, or float ``(N, L)`` multi-label targets.
         preprocess: The normalization to apply.
         name: ``"train"``, ``"dev"``, ``"test"`` or ``"train_dev"``.
         ids: Optional identifiers (file paths or indices in the source), for error analysis.
@@ -165,6 +168,8 @@ class DataInfo:
         skipped: Files left out with ``on_error=skip``, each a
             :class:`~cnnkit.data.images.BadFile` ``(path, reason)``.
         splits_from: How each split was obtained (``"source"`` or ``"carved from train"``).
+        multilabel: True for a multi-label source (a CSV manifest): ``classes`` are then
+            the label names, and labels are float ``(N, L)`` (1, 0, NaN for missing).
     """
 
     name: str
@@ -174,10 +179,11 @@ class DataInfo:
     source: str = ""
     skipped: list[BadFile] = field(default_factory=list)
     splits_from: dict[str, str] = field(default_factory=dict)
+    multilabel: bool = False
 
     @property
     def num_classes(self) -> int:
-        """Number of classes."""
+        """Number of classes (of labels, for multi-label data)."""
         return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,10 @@
-"""Readers for the standard on-disk dataset formats: MNIST IDX, CIFAR python batches, digits.
+"""Readers for the standard on-disk dataset formats: MNIST IDX, CIFAR python batches, digits,
+and multi-label CSV manifests.
 
-Nothing here downloads. Each reader takes a folder as distributed (gzipped or
-extracted) and returns uint8 images ``(N, n_H, n_W, n_C)`` with int64 labels.
+Nothing here downloads. Each image reader takes a folder as distributed (gzipped or
+extracted) and returns uint8 images ``(N, n_H, n_W, n_C)`` with int64 labels;
+:func:`read_manifest` parses a ``labels.csv`` (paths and 0/1/? labels) without
+decoding any image.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import io
 import os
 import pickle
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +22,16 @@ import numpy as np
 
 from cnnkit.errors import CnnkitError
 
-__all__ = ["find_cifar", "find_idx", "read_cifar", "read_digits", "read_idx", "read_mnist"]
+__all__ = [
+    "Manifest",
+    "find_cifar",
+    "find_idx",
+    "read_cifar",
+    "read_digits",
+    "read_idx",
+    "read_manifest",
+    "read_mnist",
+]
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): big-endian payloads.
 _IDX_DTYPES = {
@@ -264,3 +277,134 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     d = load_digits()
     x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (N,8,8)->(N,8,8,1)
     return x, d.target.astype(np.int64)
+
+
+# --- multi-label CSV manifests ---------------------------------------------------------------
+
+#: Cells that mean "this label is not known for this image" (masked in the loss).
+MISSING = ("?", "")
+_SPLIT_VALUES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "test": "test"}
+
+
+@dataclass
+class Manifest:
+    """A parsed multi-label manifest (no image decoded yet).
+
+    Attributes:
+        path: The CSV file.
+        labels: Label names, in column order.
+        files: Image paths (resolved against the CSV's folder), one per row.
+        values: float32 ``(N, L)``: 1.0, 0.0, or NaN for a missing label.
+        splits: ``"train"``, ``"dev"`` or ``"test"`` per row, or None without a split column.
+    """
+
+    path: Path
+    labels: list[str]
+    files: list[Path]
+    values: np.ndarray
+    splits: list[str] | None
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Parse a multi-label CSV manifest: ``image,<label1>,<label2>,...[,split]``.
+
+    Image paths are relative to the CSV's folder (absolute paths are kept). A label cell
+    is ``1`` or ``0``, or ``?`` / empty for a missing label (masked in the loss, not
+    counted as 0). An optional ``split`` column says ``train``, ``dev`` (or ``val``) or
+    ``test`` per row.
+
+    Args:
+        path: The CSV file.
+
+    Returns:
+        A :class:`Manifest`.
+
+    Raises:
+        CnnkitError: On a missing ``image`` column, no label column, a duplicate or empty
+            column name, a row of the wrong length, a value other than 0/1/?/empty, an
+            unknown split, or an image file that does not exist (each names the row and
+            column, counting the header as row 1).
+    """
+    import csv
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CnnkitError(
+            f"cannot read the manifest {str(p)!r} ({type(e).__name__}); pass a UTF-8 CSV file."
+        ) from None
+    rows = [r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
+    if not rows:
+        raise CnnkitError(
+            f"{str(p)!r} is empty; write a header such as image,pedestrian,car and one row "
+            "per image."
+        )
+    header = [c.strip() for c in rows[0]]
+    if not header or header[0].lower() != "image":
+        raise CnnkitError(
+            f"{str(p)!r}: the first column of the header must be 'image' (got "
+            f"{header[0] if header else ''!r}); write image,<label1>,<label2>,... ."
+        )
+    for j, name in enumerate(header):
+        if not name:
+            raise CnnkitError(f"{str(p)!r}: column {j + 1} of the header has no name; name it.")
+        if name.lower() in (h.lower() for h in header[:j]):
+            raise CnnkitError(
+                f"{str(p)!r}: column {name!r} appears twice in the header; "
+                "give every label column its own name."
+            )
+    split_col = next((j for j, h in enumerate(header) if h.lower() == "split"), None)
+    label_cols = [j for j in range(1, len(header)) if j != split_col]
+    if not label_cols:
+        raise CnnkitError(
+            f"{str(p)!r} has no label columns; add one column per label, e.g. "
+            "image,pedestrian,car,stop_sign,traffic_light."
+        )
+    root = p.parent
+    files: list[Path] = []
+    values = np.empty((len(rows) - 1, len(label_cols)), dtype=np.float32)
+    splits: list[str] | None = [] if split_col is not None else None
+    for i, row in enumerate(rows[1:]):
+        where = f"{str(p)!r} row {i + 2}"
+        if len(row) != len(header):
+            raise CnnkitError(
+                f"{where} has {len(row)} cells but the header has {len(header)}; "
+                "give every row one cell per column (? for a missing label)."
+            )
+        cell = row[0].strip()
+        if not cell:
+            raise CnnkitError(f"{where} has an empty image path; fill it in or delete the row.")
+        f = Path(cell) if Path(cell).is_absolute() else root / cell
+        if not f.is_file():
+            raise CnnkitError(
+                f"{where}: image {cell!r} does not exist ({str(f)!r}); image paths are "
+                "relative to the CSV's folder, so fix the path or delete the row."
+            )
+        files.append(f)
+        for k, j in enumerate(label_cols):
+            v = row[j].strip()
+            if v in MISSING:
+                values[i, k] = np.nan
+            elif v in ("0", "1"):
+                values[i, k] = float(v)
+            else:
+                raise CnnkitError(
+                    f"{where}, column {header[j]!r}: {v!r} is not a label; write 1 (present), "
+                    "0 (absent), or ? (or nothing) when it is not known."
+                )
+        if splits is not None:
+            v = row[split_col].strip().lower()  # type: ignore[index]
+            if v not in _SPLIT_VALUES:
+                raise CnnkitError(
+                    f"{where}, column 'split': {row[split_col]!r} is not a split; "  # type: ignore[index]
+                    "write train, dev or test."
+                )
+            splits.append(_SPLIT_VALUES[v])
+    if not files:
+        raise CnnkitError(f"{str(p)!r} has a header but no rows; add one row per image.")
+    if splits is not None and "train" not in splits:
+        raise CnnkitError(
+            f"{str(p)!r}: no row has split=train; mark the training images with train."
+        )
+    return Manifest(p, [header[j] for j in label_cols], files, values, splits)

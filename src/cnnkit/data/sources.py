@@ -1,4 +1,5 @@
-"""``cnnkit.data.load``: a dataset by name or folder, split into train / dev / test / train-dev.
+"""``cnnkit.data.load``: a dataset by name, folder or multi-label CSV manifest, split into
+train / dev / test / train-dev.
 
 Also ``cnnkit.data.check_folder``: every file of an ImageFolder decoded (the checks
 ``load`` applies), counted per split and class, the bad ones listed with their reasons.
@@ -25,7 +26,14 @@ from cnnkit.data.datasets import (
     resize_uint8,
     stratified_split,
 )
-from cnnkit.data.formats import find_cifar, find_idx, read_cifar, read_digits, read_mnist
+from cnnkit.data.formats import (
+    find_cifar,
+    find_idx,
+    read_cifar,
+    read_digits,
+    read_manifest,
+    read_mnist,
+)
 from cnnkit.data.images import (
     ALLOWED_FORMATS,
     IMAGE_SUFFIXES,
@@ -87,12 +95,14 @@ def resolve_source(
     """Find what a ``data=`` value points at, without reading the images (cheap, for validation).
 
     Args:
-        source: A dataset name (``"digits"``, ``"mnist"``, ...) or a folder.
+        source: A dataset name (``"digits"``, ``"mnist"``, ...), a folder, or a multi-label
+            CSV manifest (``labels.csv``).
         data_dir: Where named datasets live (default :func:`default_data_dir`).
 
     Returns:
-        ``(kind, folder)`` with kind ``"digits"``, ``"idx"``, ``"cifar10"``, ``"cifar100"``
-        or ``"folder"``; folder is None for digits and for a named dataset not on disk yet.
+        ``(kind, folder)`` with kind ``"digits"``, ``"idx"``, ``"cifar10"``, ``"cifar100"``,
+        ``"folder"`` or ``"manifest"`` (then ``folder`` is the CSV file); folder is None
+        for digits and for a named dataset not on disk yet.
 
     Raises:
         CnnkitError: For an unknown name or a missing / unrecognised folder.
@@ -118,7 +128,12 @@ def resolve_source(
             )
         raise unknown_name("dataset", text, list(DATASETS), "cnnkit train --help")
     if not p.is_dir():
-        raise CnnkitError(f"data={text!r} is a file; pass the folder that holds the dataset.")
+        if p.suffix.lower() == ".csv":
+            return "manifest", p
+        raise CnnkitError(
+            f"data={text!r} is a file; pass the folder that holds the dataset, or a multi-label "
+            "CSV manifest (labels.csv)."
+        )
     if find_idx(p) is not None:
         return "idx", p
     hit = find_cifar(p)
@@ -158,7 +173,11 @@ def load(
     Args:
         source: ``"digits"`` (bundled), ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
             ``"cifar100"`` (files in ``data_dir/<name>``), or a folder: MNIST IDX files,
-            CIFAR batches, or images as ``root/<class>/*`` or ``root/{train,dev,test}/<class>/*``.
+            CIFAR batches, or images as ``root/<class>/*`` or ``root/{train,dev,test}/<class>/*``;
+            or a multi-label CSV manifest ``image,<label1>,...[,split]`` (see
+            :func:`~cnnkit.data.formats.read_manifest`): labels are then float ``(N, L)``
+            with NaN for a missing (``?``) label, ``info.multilabel`` is True, and carved
+            splits are seeded random (not stratified).
         size: ``(n_H, n_W)`` (or one int) to resize to; None keeps the source's size.
         channels: 1 or 3; None keeps the source's (grey sources give 1).
         dev: Dev split when carved: a fraction of the pool it is carved from, or a count.
@@ -208,6 +227,12 @@ def load(
     elif kind == "folder":
         assert folder is not None
         pools, classes, ids, skipped = _read_image_folder(
+            folder, channels, on_error, max_bad_fraction, max_pixels
+        )
+        where = str(folder)
+    elif kind == "manifest":
+        assert folder is not None
+        pools, classes, ids, skipped = _read_manifest_images(
             folder, channels, on_error, max_bad_fraction, max_pixels
         )
         where = str(folder)
@@ -350,12 +375,58 @@ def _read_image_folder(
         )
     if not sizes:
         raise CnnkitError(f"no image in {str(root)!r} could be decoded.")
+    return _stack_common(pools, sizes, channels), classes, ids, skipped
+
+
+def _stack_common(pools: dict, sizes: Counter, channels: int) -> dict:
+    """Stack each split's images, resizing the odd ones to the most common size."""
     common = sizes.most_common(1)[0][0]
     for split, (arrays, labels) in list(pools.items()):
         same = [a if a.shape[:2] == common else _resize_np(a, common) for a in arrays]
         h, w = common
         pools[split] = (np.stack(same) if same else np.zeros((0, h, w, channels), np.uint8), labels)
-    return pools, classes, ids, skipped
+    return pools
+
+
+def _read_manifest_images(
+    csv_path: Path, channels: int | None, on_error: str, max_bad_fraction: float, max_pixels: int
+) -> tuple[dict, list[str], dict[str, list[str]], list[BadFile]]:
+    """Decode the images a multi-label manifest lists; labels float ``(n, L)``, NaN = missing."""
+    m = read_manifest(csv_path)
+    if channels is None:
+        channels = _guess_channels(m.files[:64])
+    rows: dict[str, list[int]] = {}
+    for i in range(len(m.files)):
+        rows.setdefault(m.splits[i] if m.splits is not None else "all", []).append(i)
+    pools: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+    ids: dict[str, list[str]] = {}
+    skipped: list[BadFile] = []
+    sizes: Counter = Counter()
+    for split, idx in rows.items():
+        arrays, keep = [], []
+        for i in idx:
+            try:
+                a = decode_image(m.files[i], channels, max_pixels=max_pixels)
+            except ImageDecodeError as e:
+                if on_error == "raise":
+                    raise
+                skipped.append(BadFile(e.path, e.reason))
+                continue
+            arrays.append(a)
+            keep.append(i)
+            sizes[a.shape[:2]] += 1
+        pools[split] = (arrays, m.values[keep].reshape(len(keep), len(m.labels)))
+        ids[split] = [str(m.files[i]) for i in keep]
+    if skipped and len(skipped) / len(m.files) > max_bad_fraction:
+        first = skipped[0]
+        raise CnnkitError(
+            f"{len(skipped)} of {len(m.files)} images listed in {str(csv_path)!r} cannot be "
+            f"decoded, more than max_bad_fraction={max_bad_fraction:g} allows; the first is "
+            f"{first.path!r} ({first.reason}): fix or remove those rows."
+        )
+    if not sizes:
+        raise CnnkitError(f"no image listed in {str(csv_path)!r} could be decoded.")
+    return _stack_common(pools, sizes, channels), list(m.labels), ids, skipped
 
 
 def _resize_np(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -391,6 +462,13 @@ def _build(
     seed: int,
 ) -> Data:
     native = tuple(next(iter(pools.values()))[0].shape[1:3])
+    multilabel = np.asarray(next(iter(pools.values()))[1]).ndim == 2  # float (N, L) labels
+
+    def strata(y: torch.Tensor) -> np.ndarray:
+        # multi-label: one stratum, so the split is a seeded random one of exact size
+        return np.zeros(len(y), np.int64) if multilabel else y.numpy()
+
+    how_split = "random" if multilabel else "stratified"
     want_c = channels or next(iter(pools.values()))[0].shape[-1]
     target = tuple(size) if size is not None else native
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]] = {}
@@ -407,26 +485,27 @@ def _build(
         )  # (N,H,W,C) -> (N,C,H,W)
         t = resize_uint8(t, target)
         names = ids[split] if ids is not None else [f"{split}/{i}" for i in range(len(y))]
-        tensors[split] = (t, torch.as_tensor(y, dtype=torch.long), names)
+        y = torch.as_tensor(y, dtype=torch.float32 if multilabel else torch.long)
+        tensors[split] = (t, y, names)
     how: dict[str, str] = {}
     if "all" in tensors:
         x, y, names = tensors.pop("all")
-        parts = stratified_split(y.numpy(), {"test": test, "dev": dev}, seed)
+        parts = stratified_split(strata(y), {"test": test, "dev": dev}, seed)
         for k in ("test", "dev"):
             tensors[k] = _take(x, y, names, parts[k])
-            how[k] = f"carved from the source ({len(parts[k])} images, stratified, seed {seed})"
+            how[k] = f"carved from the source ({len(parts[k])} images, {how_split}, seed {seed})"
         tensors["train"] = _take(x, y, names, parts["rest"])
     elif "dev" not in tensors:
         x, y, names = tensors["train"]
         want = {"dev": dev} if "test" in tensors else {"test": test, "dev": dev}
-        parts = stratified_split(y.numpy(), want, seed)
+        parts = stratified_split(strata(y), want, seed)
         for k in want:
             tensors[k] = _take(x, y, names, parts[k])
-            how[k] = f"carved from train ({len(parts[k])} images, stratified, seed {seed})"
+            how[k] = f"carved from train ({len(parts[k])} images, {how_split}, seed {seed})"
         tensors["train"] = _take(x, y, names, parts["rest"])
     if train_dev:
         x, y, names = tensors["train"]
-        parts = stratified_split(y.numpy(), {"train_dev": train_dev}, seed + 1)
+        parts = stratified_split(strata(y), {"train_dev": train_dev}, seed + 1)
         tensors["train_dev"] = _take(x, y, names, parts["train_dev"])
         tensors["train"] = _take(x, y, names, parts["rest"])
         how["train_dev"] = f"carved from train ({len(parts['train_dev'])} images, never trained on)"
@@ -450,6 +529,7 @@ def _build(
         source=where,
         skipped=skipped,
         splits_from=how,
+        multilabel=multilabel,
     )
     return Data(
         train=sets["train"],

@@ -19,6 +19,12 @@ is left out of the macro averages, as ``sklearn.metrics`` (without ``labels=``) 
 
 Everything comes from the ``(K, K)`` confusion matrix, one ``torch.bincount``; the tests
 check every number against ``sklearn.metrics`` and ``torchmetrics``.
+
+Multi-label outputs (one sigmoid per label, the course's multi-task learning) have
+their own report, :func:`multilabel_report`: per label precision, recall, F1 and
+accuracy at the 0.5 threshold, counted over the entries whose label is *present* (a
+missing label, NaN in the targets, is skipped, never read as 0), the masked logistic
+loss, and macro / micro averages. :func:`multilabel_run_report` scores a multi-label run.
 :func:`classification_report` computes all of it at once; :func:`report` runs a
 trained run (or any model) over a split first.
 """
@@ -38,12 +44,16 @@ from torch import nn
 from cnnkit.errors import CnnkitError, unknown_name
 
 __all__ = [
+    "MultilabelReport",
     "Report",
     "accuracy",
     "classification_report",
     "confusion_matrix",
     "error_rate",
     "log_probs",
+    "multilabel_outputs",
+    "multilabel_report",
+    "multilabel_run_report",
     "precision_recall_f1",
     "report",
     "topk_accuracy",
@@ -567,3 +577,244 @@ def report(
     if crops > 1:
         r.notes.append(out.describe())
     return r
+
+
+# --- multi-label ----------------------------------------------------------------------------
+
+
+@dataclass
+class MultilabelReport:
+    """Per-label metrics of a multi-label classifier, over the present labels only.
+
+    Attributes:
+        labels: Label names.
+        n: Images scored.
+        loss: Mean logistic loss over the present entries (the masked training loss).
+        accuracy: Per label: fraction of its present entries predicted right (z > 0 vs y).
+        precision: Per label: ``TP / (TP + FP)`` (0 when nothing is predicted positive).
+        recall: Per label: ``TP / (TP + FN)`` (0 when no present entry is positive).
+        f1: Per label: ``2PR / (P + R)`` (0 when both are 0).
+        support: Per label: entries present (labelled 0 or 1), the ones scored.
+        positives: Per label: present entries that are 1 (sklearn's "support").
+        missing: Per label: entries missing (NaN), skipped.
+        macro: ``{"precision", "recall", "f1", "accuracy"}``, the mean over labels.
+        micro: ``{"precision", "recall", "f1", "accuracy"}`` from counts summed over labels.
+        title: What was scored.
+    """
+
+    labels: list[str]
+    n: int
+    loss: float
+    accuracy: list[float]
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    positives: list[int]
+    missing: list[int]
+    macro: dict[str, float]
+    micro: dict[str, float]
+    title: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types, for JSON or YAML."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    def table(self) -> str:
+        """The report as text: one row per label, then the macro and micro averages.
+
+        Returns:
+            Lines of text (no trailing newline).
+        """
+        from cnnkit.train.classify import percent
+
+        head = f"{self.title}: " if self.title else ""
+        lines = [
+            f"{head}{self.n:,} images, {len(self.labels)} labels (multi-label, one sigmoid "
+            f"each; missing labels skipped)",
+            f"loss {self.loss:.4f} (mean over present labels)   "
+            f"mean label accuracy {percent(self.macro['accuracy'])}",
+            "",
+        ]
+        names = [_short(c) for c in self.labels]
+        w = max(9, *(len(c) for c in names))
+        lines.append(
+            f"{'label':<{w}}  {'precision':>9}  {'recall':>8}  {'F1':>8}  {'accuracy':>8}  "
+            f"{'support':>8}  {'positive':>8}  {'missing':>8}"
+        )
+        rows = zip(
+            names, self.precision, self.recall, self.f1, self.accuracy, self.support,
+            self.positives, self.missing,
+        )  # fmt: skip
+        for name, p, r, f, a, s, pos, miss in rows:
+            lines.append(
+                f"{name:<{w}}  {percent(p):>9}  {percent(r):>8}  {percent(f):>8}  "
+                f"{percent(a):>8}  {s:>8,}  {pos:>8,}  {miss:>8,}"
+            )
+        for label, avg in (("macro avg", self.macro), ("micro avg", self.micro)):
+            lines.append(
+                f"{label:<{w}}  {percent(avg['precision']):>9}  {percent(avg['recall']):>8}  "
+                f"{percent(avg['f1']):>8}  {percent(avg['accuracy']):>8}  "
+                f"{sum(self.support):>8,}  {sum(self.positives):>8,}  {sum(self.missing):>8,}"
+            )
+        return "\n".join(lines)
+
+
+def _prf(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Precision, recall and F1 from counts (0 where a denominator is 0, as sklearn)."""
+    P = tp / (tp + fp).clamp_min(1)
+    R = tp / (tp + fn).clamp_min(1)
+    F1 = torch.where(P + R > 0, 2 * P * R / (P + R).clamp_min(1e-300), torch.zeros_like(P))
+    return P, R, F1
+
+
+def multilabel_report(
+    logits: Any, targets: Any, names: Sequence[str] | None = None, title: str = ""
+) -> MultilabelReport:
+    """Per-label precision / recall / F1 of multi-label outputs, skipping missing labels.
+
+    A label is predicted present when its logit is > 0 (sigmoid > 0.5). Only the
+    entries whose target is 0 or 1 are counted; NaN targets (``?`` in a manifest) are
+    left out of every count and of the loss.
+
+    Args:
+        logits: ``(N, L)`` raw outputs, one per label.
+        targets: ``(N, L)`` with 1, 0, or NaN for a missing label.
+        names: Label names (default ``"0"``, ``"1"``, ...).
+        title: What was scored, printed first by :meth:`MultilabelReport.table`.
+
+    Returns:
+        A :class:`MultilabelReport`.
+
+    Raises:
+        CnnkitError: On shapes that differ, NaN logits, or targets other than 0/1/NaN.
+    """
+    from cnnkit.train.tasks import masked_bce
+
+    z = torch.as_tensor(logits)
+    y = torch.as_tensor(targets)
+    if not z.is_floating_point() or z.ndim != 2:
+        raise CnnkitError(
+            f"multi-label outputs must be float logits (N, L), got {z.dtype} {tuple(z.shape)}."
+        )
+    if tuple(y.shape) != tuple(z.shape):
+        raise CnnkitError(
+            f"targets {tuple(y.shape)} and outputs {tuple(z.shape)} differ; pass one 0/1/NaN "
+            "target per output."
+        )
+    if torch.isnan(z).any():
+        raise CnnkitError("the outputs contain NaN; check the model (or its weights) first.")
+    y = y.double()
+    present = ~torch.isnan(y)  # (N, L)
+    if not torch.isin(y[present], torch.tensor([0.0, 1.0], dtype=y.dtype)).all():
+        raise CnnkitError("multi-label targets must be 1, 0 or NaN (missing); got other values.")
+    N, L = z.shape
+    _nonempty(N)
+    labels = [str(c) for c in names] if names is not None else [str(j) for j in range(L)]
+    if len(labels) != L:
+        raise CnnkitError(f"{len(labels)} label names for outputs of {L} labels; pass {L} names.")
+    pred, true = z > 0, y > 0.5
+    tp = (pred & true & present).sum(0).double()  # (N, L) -> (L,)
+    fp = (pred & ~true & present).sum(0).double()
+    fn = (~pred & true & present).sum(0).double()
+    support = present.sum(0)
+    correct = ((pred == true) & present).sum(0).double()
+    P, R, F1 = _prf(tp, fp, fn)
+    acc = correct / support.clamp_min(1).double()
+    mP, mR, mF1 = _prf(tp.sum(), fp.sum(), fn.sum())
+    loss = float(masked_bce(z.double(), y))
+    return MultilabelReport(
+        labels=labels,
+        n=N,
+        loss=loss if math.isfinite(loss) else float("inf"),
+        accuracy=acc.tolist(),
+        precision=P.tolist(),
+        recall=R.tolist(),
+        f1=F1.tolist(),
+        support=support.tolist(),
+        positives=(true & present).sum(0).tolist(),
+        missing=(~present).sum(0).tolist(),
+        macro={
+            "precision": float(P.mean()),
+            "recall": float(R.mean()),
+            "f1": float(F1.mean()),
+            "accuracy": float(acc.mean()),
+        },
+        micro={
+            "precision": float(mP),
+            "recall": float(mR),
+            "f1": float(mF1),
+            "accuracy": float(correct.sum() / max(int(support.sum()), 1)),
+        },
+        title=title,
+    )
+
+
+@torch.no_grad()
+def multilabel_outputs(
+    model: nn.Module, data: Any, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A model's raw outputs over a dataset, in order, with the targets.
+
+    Args:
+        model: The network (put in eval mode while it runs).
+        data: An :class:`~cnnkit.data.ImageSet` or any Dataset of ``(x, y)``.
+        batch: Images per forward pass.
+
+    Returns:
+        ``(logits (N, L), targets (N, L))``.
+    """
+    from torch.utils.data import DataLoader
+
+    from cnnkit.data import ImageSet
+
+    was = model.training
+    model.eval()
+    outs, ys = [], []
+    try:
+        if isinstance(data, ImageSet):
+            for i in range(0, len(data), batch):
+                x = data.preprocess.normalize(data.images[i : i + batch])
+                outs.append(model(x).float())
+                ys.append(data.labels[i : i + batch])
+        else:
+            for x, y in DataLoader(data, batch_size=batch):
+                outs.append(model(x).float())
+                ys.append(y)
+    finally:
+        model.train(was)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def multilabel_run_report(
+    run: str | os.PathLike | None = None,
+    data: Any = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    split: str = "test",
+    batch: int = 256,
+) -> MultilabelReport | None:
+    """Score a multi-label run (``cnnkit val run=... report=true``) on a split.
+
+    Args:
+        run: Run folder (best weights, its own seeded splits).
+        data: Another source (a manifest) read with the run's preprocessing.
+        weights: Instead of ``run``: a cnnkit ``.safetensors`` file (with ``data``).
+        split: ``test``, ``dev``, ``train_dev`` or ``train``.
+        batch: Images per forward pass.
+
+    Returns:
+        The :class:`MultilabelReport`, or None when the run is not multi-label (then
+        :func:`report` applies).
+    """
+    from cnnkit.evaluate.testtime import load_member
+    from cnnkit.train.classify import load_run_model
+
+    _, meta = load_run_model(run, weights)
+    if not meta.get("multilabel"):
+        return None
+    m = load_member(run, data, weights=weights, split=split, batch=batch)
+    z, y = multilabel_outputs(m.model, m.dataset, batch)
+    return multilabel_report(z, y, m.classes, title=f"{split} split of {m.name}")

@@ -316,6 +316,7 @@ def finish(
     """
     if first_conv_name(model) is not None:
         adapt_in_channels(model, in_channels)
+    model.torchvision_name = torchvision_name  # type: ignore[assignment]  # its weights' preprocessing
     if weights is not None:
         load_weights(model, weights, torchvision_name=torchvision_name, model_name=name)
     return model

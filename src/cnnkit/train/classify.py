@@ -41,6 +41,7 @@ from cnnkit.train.loop import FitResult, evaluate_model, fit, resolve_epochs
 from cnnkit.train.tasks import Classification
 
 __all__ = [
+    "FitPlan",
     "Prediction",
     "RunResult",
     "check",
@@ -97,6 +98,8 @@ def _native_size(kind: str, folder: Path | None) -> tuple[int, int] | None:
         return None
     from PIL import Image
 
+    if kind == "manifest":  # the CSV file: look at the images beside it
+        folder = folder.parent
     sizes: Counter = Counter()
     for p in sorted(folder.rglob("*"))[:5000]:
         if p.suffix.lower() in IMAGE_SUFFIXES:
@@ -201,6 +204,17 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
     data = load_splits(cfg, size)
     K = data.info.num_classes
     outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
+    if data.info.multilabel:  # one sigmoid per label, even for two labels
+        if cfg.loss == "ce":
+            raise CnnkitError(
+                "loss=ce is a softmax over classes, but this data is multi-label (a CSV "
+                "manifest); use loss=auto or loss=bce (one sigmoid per label)."
+            )
+        outputs = K
+        notes.append(
+            f"multi-label: {K} sigmoid outputs ({', '.join(data.info.classes)}), logistic loss "
+            "averaged over the labels present (? skipped)"
+        )
     torch.manual_seed(cfg.seed)
     model = create(
         cfg.model,
@@ -208,7 +222,7 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
         in_channels=data.info.preprocess.channels,
         **cfg.model_args,
     )
-    if outputs == 1:
+    if outputs == 1 and not data.info.multilabel:
         notes.append(
             "two classes: one sigmoid output with the logistic loss (loss=ce for a 2-way softmax)"
         )
@@ -230,6 +244,7 @@ def _meta(cfg: TrainConfig, data: Data, model: nn.Module) -> dict[str, Any]:
         "in_channels": data.info.preprocess.channels,
         "preprocess": data.info.preprocess.to_dict(),
         "classes": data.info.classes,
+        "multilabel": data.info.multilabel,
         "data": str(cfg.data),
     }
 
@@ -238,23 +253,33 @@ def _out_features(model: nn.Module, data: Data) -> int:
     get = getattr(model, "get_classifier", None)
     if callable(get):
         return int(get().out_features)
+    if data.info.multilabel:
+        return data.info.num_classes
     return 1 if data.info.num_classes == 2 else data.info.num_classes
 
 
-def load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
+def load_splits(
+    cfg: TrainConfig, size: tuple[int, int] | None, channels: int | None = None
+) -> Data:
     """The data and splits that settings name: the same source, seed and split fractions,
     so a run's ``config.yaml`` rebuilds exactly the splits it was trained and scored on.
+
+    ``classes`` keeps only those classes (relabelled 0..K-1 in the order given) and
+    ``per_class`` only that many training images of each (the first in a permutation
+    fixed by the split seed); dev and test keep all their images of those classes.
 
     Args:
         cfg: The settings (e.g. ``TrainConfig.from_dict`` of a run's ``config.yaml``).
         size: Input ``(n_H, n_W)`` the images are resized to (a run's preprocess size).
+        channels: 1 or 3 to convert the images to (None: the source's).
 
     Returns:
         The loaded :class:`~cnnkit.data.Data`.
     """
-    return load(
+    data = load(
         cfg.data,
         size=size,
+        channels=channels,
         dev=cfg.dev,
         test=cfg.test,
         train_dev=cfg.train_dev,
@@ -263,6 +288,88 @@ def load_splits(cfg: TrainConfig, size: tuple[int, int] | None) -> Data:
         download=cfg.download,
         on_error=cfg.on_error,
         max_bad_fraction=cfg.max_bad_fraction,
+    )
+    if cfg.classes is None and cfg.per_class is None:
+        return data
+    return subset_classes(
+        data, cfg.classes, cfg.per_class, cfg.seed if cfg.split_seed is None else cfg.split_seed
+    )
+
+
+def subset_classes(
+    data: Data, classes: Sequence[Any] | None, per_class: int | None, seed: int = 0
+) -> Data:
+    """Keep some classes, and a few training images per class (few-shot transfer).
+
+    Args:
+        data: Loaded data.
+        classes: Class names or indices to keep, in their new order (None: all).
+        per_class: Training images kept per class (None: all); dev and test keep theirs.
+        seed: Seed of which training images are kept.
+
+    Returns:
+        A new :class:`~cnnkit.data.Data`; normalization statistics from the new training split.
+    """
+    from dataclasses import replace
+
+    from cnnkit.data.datasets import channel_stats
+
+    names = list(data.info.classes)
+    keep = list(range(len(names)))
+    if classes is not None:
+        keep = []
+        for c in classes:
+            if str(c) in names:
+                keep.append(names.index(str(c)))
+            elif isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(names):
+                keep.append(c)
+            else:
+                raise unknown_name("class", str(c), names)
+        if len(set(keep)) != len(keep):
+            raise CnnkitError(f"classes lists a class twice: {list(classes)}; list each once.")
+        if len(keep) < 2:
+            raise CnnkitError("classes must keep at least two classes; e.g. classes=[5, 6, 7].")
+    new_label = torch.full((len(names),), -1, dtype=torch.long)
+    new_label[torch.tensor(keep)] = torch.arange(len(keep))
+    pre = data.info.preprocess
+
+    def take(ds: ImageSet | None, limit: int | None) -> ImageSet | None:
+        if ds is None:
+            return None
+        lab = new_label[ds.labels]
+        idx = torch.nonzero(lab >= 0).flatten()
+        if limit is not None:
+            g = torch.Generator().manual_seed(int(seed) + 7919)
+            perm = idx[torch.randperm(len(idx), generator=g)]
+            chosen = [perm[lab[perm] == k][:limit] for k in range(len(keep))]
+            short = [names[keep[k]] for k, c in enumerate(chosen) if len(c) < limit]
+            if short:
+                raise CnnkitError(
+                    f"per_class={limit}: class {short[0]!r} has fewer training images; "
+                    "pass a smaller per_class."
+                )
+            idx = torch.sort(torch.cat(chosen)).values
+        ids = [ds.ids[i] for i in idx.tolist()] if ds.ids is not None else None
+        return ImageSet(ds.images[idx], lab[idx], pre, ds.name, ids)
+
+    train = take(data.train, per_class)
+    assert train is not None
+    mean, std = channel_stats(train.images)
+    pre = Preprocess(pre.size, pre.channels, mean, std)
+    sets = {
+        k: take(getattr(data, k), per_class if k == "train" else None)
+        for k in ("train", "dev", "test", "train_dev")
+    }
+    for ds in sets.values():
+        if ds is not None:
+            ds.preprocess = pre
+    info = replace(data.info, classes=[names[i] for i in keep], preprocess=pre)
+    return Data(
+        train=sets["train"],  # type: ignore[arg-type]
+        dev=sets["dev"] if sets["dev"] is not None and len(sets["dev"]) else None,
+        test=sets["test"] if sets["test"] is not None and len(sets["test"]) else None,
+        info=info,
+        train_dev=sets["train_dev"],
     )
 
 
@@ -311,14 +418,16 @@ def run_data(
     from cnnkit.data import Preprocess
 
     cfg = run_config(run)
-    size = tuple(Preprocess.from_dict(meta["preprocess"]).size)
+    pre = Preprocess.from_dict(meta["preprocess"])
+    size, channels = tuple(pre.size), pre.channels
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     keys = ("data", "dev", "test", "train_dev", "data_dir", "on_error", "max_bad_fraction")
-    key = (*(str(getattr(cfg, k)) for k in keys), split_seed, size)
+    keys += ("classes", "per_class")
+    key = (*(str(getattr(cfg, k)) for k in keys), split_seed, size, channels)
     if cache is None:
-        return load_splits(cfg, size)
+        return load_splits(cfg, size, channels)
     if key not in cache:
-        cache[key] = load_splits(cfg, size)
+        cache[key] = load_splits(cfg, size, channels)
     return cache[key]
 
 
@@ -368,11 +477,70 @@ def score_line(split: str, s: Mapping[str, float]) -> str:
     return f"{split} accuracy {percent(s['accuracy'])}  (loss {loss:.3f}, {n:,} images)"
 
 
-def train(cfg: TrainConfig | None = None, **settings: Any) -> RunResult:
+@dataclass
+class FitPlan:
+    """What :func:`fit` trains for a prepared run, when it is not simply the model on the data.
+
+    Transfer learning (``cnnkit.transfer``) hands one to :func:`train`: a head trained on
+    cached features, or parameter groups with their own learning rates and start epochs.
+
+    Attributes:
+        model: What ``fit`` trains; it shares its modules with the run's model, and its
+            ``state_dict`` is the run's model's (so the checkpoints are the whole network).
+        train: Training examples for ``model``.
+        dev: Dev examples for ``model`` (None: none).
+        param_groups: See :func:`cnnkit.train.build_optimizer` (None: every trainable
+            parameter at ``lr``).
+        notes: Lines printed at the start of the run.
+        meta: Extra values saved with the weights.
+        settings: Settings ``fit`` uses instead of the run's (e.g. ``workers=0`` for
+            data already in memory); ``config.yaml`` keeps the run's.
+    """
+
+    model: nn.Module
+    train: Dataset
+    dev: Dataset | None
+    param_groups: list[dict[str, Any]] | None = None
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+Builder = Callable[[TrainConfig], "tuple[Data, nn.Module, list[str]]"]
+Planner = Callable[[TrainConfig, Data, nn.Module], FitPlan]
+_TRANSFER_KEYS = ("pretrained", "freeze", "bn", "fine_tune", "cache_features")
+
+
+def _refuse_transfer_settings(cfg: TrainConfig) -> None:
+    """Plain training ignores no setting silently: transfer settings need cnnkit.transfer."""
+    given = [
+        k
+        for k in _TRANSFER_KEYS
+        if getattr(cfg, k) not in (None, "auto", False)
+        and not (k == "freeze" and cfg.freeze == "none")
+    ]
+    if given:
+        raise CnnkitError(
+            f"{'=, '.join(given)}= are applied by cnnkit.transfer.train(cfg), not by "
+            "cnnkit.train.classify.train; call that instead (`cnnkit train` does)."
+        )
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    *,
+    build: Builder | None = None,
+    plan: Planner | None = None,
+    **settings: Any,
+) -> RunResult:
     """Train a classifier and leave a run folder (the ``cnnkit train`` command).
 
     Args:
         cfg: Settings (default :class:`TrainConfig`: LeNet-5 on the bundled digits).
+        build: Instead of :func:`prepare`: ``build(cfg) -> (data, model, notes)``
+            (``cnnkit.transfer`` builds from pretrained weights and their preprocessing).
+        plan: ``plan(cfg, data, model) -> FitPlan``: what ``fit`` trains (default: the
+            model on the data).
         **settings: Single settings overriding ``cfg``.
 
     Returns:
@@ -383,14 +551,22 @@ def train(cfg: TrainConfig | None = None, **settings: Any) -> RunResult:
     and prints; ``config.yaml`` records the number of processes as ``devices``.
     """
     with DistContext.from_env() as ctx:
-        return _train(cfg, ctx, **settings)
+        return _train(cfg, ctx, build, plan, **settings)
 
 
-def _train(cfg: TrainConfig | None, ctx: DistContext, **settings: Any) -> RunResult:
+def _train(
+    cfg: TrainConfig | None,
+    ctx: DistContext,
+    build: Builder | None,
+    plan: Planner | None,
+    **settings: Any,
+) -> RunResult:
     base = (cfg or TrainConfig()).to_dict()
     base.update(settings)
     cfg = TrainConfig.from_dict(base)
-    data, model, notes = prepare(cfg)
+    if build is None:
+        _refuse_transfer_settings(cfg)
+    data, model, notes = (build or prepare)(cfg)
     root, name = Path(cfg.project) / "classify", cfg.name or "train"
     run = claim_run_dir(root, name, lambda: _next_run_dir(cfg), ctx)
     if cfg.devices > ctx.world_size and not in_torchrun():
@@ -410,14 +586,22 @@ def _train(cfg: TrainConfig | None, ctx: DistContext, **settings: Any) -> RunRes
     if ctx.is_main:
         text = yaml.safe_dump(resolved, sort_keys=False)
         atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
-    return _fit_and_report(cfg, data, model, run, notes, resume=False, ctx=ctx)
+    return _fit_and_report(cfg, data, model, run, notes, resume=False, ctx=ctx, plan=plan)
 
 
-def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
+def resume(
+    run_dir: str | os.PathLike,
+    *,
+    build: Builder | None = None,
+    plan: Planner | None = None,
+    **settings: Any,
+) -> RunResult:
     """Continue an interrupted run exactly where it stopped (``cnnkit train resume=RUN``).
 
     Args:
         run_dir: The run folder.
+        build: As in :func:`train` (``cnnkit.transfer.resume`` passes its own).
+        plan: As in :func:`train`.
         **settings: Only ``epochs`` (re-plans the schedule), ``patience``, ``verbose``,
             ``save_every`` and ``workers`` may change.
 
@@ -425,10 +609,16 @@ def resume(run_dir: str | os.PathLike, **settings: Any) -> RunResult:
         A :class:`RunResult`.
     """
     with DistContext.from_env() as ctx:
-        return _resume(run_dir, ctx, **settings)
+        return _resume(run_dir, ctx, build, plan, **settings)
 
 
-def _resume(run_dir: str | os.PathLike, ctx: DistContext, **settings: Any) -> RunResult:
+def _resume(
+    run_dir: str | os.PathLike,
+    ctx: DistContext,
+    build: Builder | None,
+    plan: Planner | None,
+    **settings: Any,
+) -> RunResult:
     import yaml
 
     run = Path(run_dir)
@@ -446,11 +636,13 @@ def _resume(run_dir: str | os.PathLike, ctx: DistContext, **settings: Any) -> Ru
     changes = {k: v for k, v in settings.items() if k != "resume"}
     saved.update(changes)
     cfg = TrainConfig.from_dict({**saved, "exist_ok": True}, source=str(run / "config.yaml"))
-    data, model, notes = prepare(cfg)
+    if build is None:
+        _refuse_transfer_settings(cfg)
+    data, model, notes = (build or prepare)(cfg)
     if changes and ctx.is_main:  # config.yaml keeps describing the run as it is now planned
         text = yaml.safe_dump(saved, sort_keys=False)
         atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
-    return _fit_and_report(cfg, data, model, run, notes, resume=True, ctx=ctx)
+    return _fit_and_report(cfg, data, model, run, notes, resume=True, ctx=ctx, plan=plan)
 
 
 def _fit_and_report(
@@ -462,6 +654,7 @@ def _fit_and_report(
     *,
     resume: bool,
     ctx: DistContext,
+    plan: Planner | None = None,
 ) -> RunResult:
     from rich.console import Console
 
@@ -481,23 +674,28 @@ def _fit_and_report(
     )
     if data.info.skipped and ctx.is_main:
         notes = [_write_skipped(run, data), *notes]
+    how = plan(cfg, data, model) if plan is not None else FitPlan(model, data.train, data.dev)
+    notes = [*notes, *how.notes]
     for n in notes:
         say(n)
     result = fit(
-        model,
-        data.train,
-        data.dev,
+        how.model,
+        how.train,
+        how.dev,
         config=cfg,
         run_dir=run,
         resume=resume,
-        meta=_meta(cfg, data, model),
+        meta={**_meta(cfg, data, model), **how.meta},
+        param_groups=how.param_groups,
+        **how.settings,
     )
     scores: dict[str, dict[str, float]] = {}
     task = Classification(cfg.loss, cfg.label_smoothing)
+    model.eval()  # the whole network, holding the best weights (fit's model shares them)
     for split in ("train_dev", "dev", "test"):
         ds = getattr(data, split)
         if ds is not None:
-            scores[split] = evaluate_model(result.model, ds, task=task, dist=ctx)
+            scores[split] = evaluate_model(model, ds, task=task, dist=ctx)
     lines = []
     if result.best_epoch is not None:
         lines.append(
@@ -706,8 +904,12 @@ def predict(
     else:
         model, meta = load_run_model(run, weights)
         pre, names, was = Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]), False
+    multilabel = not isinstance(run, nn.Module) and bool(meta.get("multilabel"))
     try:
-        return predict_with(model, source, preprocess=pre, classes=names, batch=batch, topk=topk)
+        return predict_with(
+            model, source, preprocess=pre, classes=names, batch=batch, topk=topk,
+            multilabel=multilabel,
+        )  # fmt: skip
     finally:
         model.train(was)
 
@@ -720,6 +922,7 @@ def predict_with(
     classes: Sequence[str] | None = None,
     batch: int = 64,
     topk: int = 5,
+    multilabel: bool = False,
 ) -> list[Prediction]:
     """Classify images with any forward function: the decode/resize/normalize and top-k of
     :func:`predict`, shared by every backend (``cnnkit.export`` runs ONNX Runtime through it).
@@ -732,6 +935,8 @@ def predict_with(
         classes: Class names (default ``"0"``, ``"1"``, ...).
         batch: Images per forward pass.
         topk: Classes listed per image.
+        multilabel: One sigmoid per label (a multi-label run): ``top`` lists each label's
+            own probability and ``label`` joins the labels above 0.5 with ``+``.
 
     Returns:
         One :class:`Prediction` per image, in file (or row) order.
@@ -757,7 +962,9 @@ def predict_with(
     with torch.no_grad():
         for x in inputs:
             logits = forward(x)
-            if logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
+            if multilabel:  # one sigmoid per label, independent probabilities
+                probs = torch.sigmoid(logits)
+            elif logits.shape[1] == 1:  # binary: p(class 1) = sigmoid(z)
                 p1 = torch.sigmoid(logits[:, 0])
                 probs = torch.stack([1 - p1, p1], 1)  # (B,) -> (B, 2)
             else:
@@ -765,9 +972,12 @@ def predict_with(
             if names is None:
                 names = [str(j) for j in range(probs.shape[1])]
             vals, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
-            for v, ix in zip(vals.tolist(), idx.tolist()):
+            for r, (v, ix) in enumerate(zip(vals.tolist(), idx.tolist())):
                 top = [(names[j], float(q)) for j, q in zip(ix, v)]
-                out.append(Prediction(paths[len(out)], top[0][0], top[0][1], top))
+                label = top[0][0]
+                if multilabel:  # every label above 0.5, in column order
+                    label = "+".join(c for c, q in zip(names, probs[r].tolist()) if q > 0.5)
+                out.append(Prediction(paths[len(out)], label or "none", top[0][1], top))
     return out
 
 

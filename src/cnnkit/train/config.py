@@ -271,6 +271,9 @@ class TrainConfig:
                 hits = did_you_mean(k, known)
                 hint = f"did you mean {hits[0]}=?" if hits else "see `cnnkit train --help`."
                 raise CnnkitError(f"unknown setting {k!r} in {source}: {hint}")
+        for k in ("aug", "freeze"):  # `aug=none` reads as YAML's null
+            if k in d and d[k] is None:
+                d[k] = "none"
         d = {k: str(v) if k in _TEXT and _is_number(v) else v for k, v in d.items()}
         d = {k: _yaml_float(v) if k not in _TEXT else v for k, v in d.items()}
         cfg = cls(**d)

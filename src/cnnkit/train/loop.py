@@ -620,7 +620,7 @@ def _fit(
     model.to(device)
     if len(train) == 0:  # type: ignore[arg-type]
         raise CnnkitError("the training set is empty.")
-    augment = Augment(*(cfg.resolved(k) for k in ("degrees", "translate", "scale", "fliplr")))
+    augment = Augment.from_config(cfg, train if isinstance(train, ImageSet) else None)
     batches = _batches(
         train,
         cfg.batch,
@@ -906,7 +906,8 @@ def _fit(
                     if isinstance(train, ImageSet):  # in memory: the batches' own work
                         fix = (
                             "its batches are made in the training thread, and augmentation "
-                            "(degrees=, translate=, scale=, fliplr=) is most of that work"
+                            "(degrees=, translate=, scale=, fliplr=) is most of that work; "
+                            "aug=light or aug=none does less"
                         )
                     else:
                         now = cfg.workers if cfg.workers is not None else "auto"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
 
-__all__ = ["Classification", "Task"]
+__all__ = ["Classification", "Task", "masked_bce"]
 
 
 class Task:
@@ -56,6 +56,14 @@ class Classification(Task):
     sigmoid per class. ``accuracy`` is the fraction of correct predictions (per label for
     multi-label, thresholded at 0.5).
 
+    Multi-label targets may have missing entries (``NaN``: the ``?`` of a CSV manifest).
+    They are masked out, never read as 0: the loss is the mean logistic loss over the
+    *present* entries, ``J = sum_{(i,j) present} L(yhat_j(i), y_j(i)) / #present``,
+    which is the course's ``1/m sum_i sum_j L`` up to the constant factor ``1/L`` when
+    no label is missing (and equals the plain mean BCE then). A batch with no present
+    entry has loss 0 (no gradient). Accuracy counts present entries only, and the
+    summarized loss is averaged over present entries of the whole split.
+
     Args:
         loss: ``"auto"``, ``"ce"`` or ``"bce"``.
         label_smoothing: For cross-entropy.
@@ -94,7 +102,7 @@ class Classification(Task):
         if mode == "binary":
             z = outputs.reshape(-1)  # (B, 1) -> (B,)
             return F.binary_cross_entropy_with_logits(z, targets.to(z.dtype))
-        return F.binary_cross_entropy_with_logits(outputs, targets.to(outputs.dtype))
+        return masked_bce(outputs, targets)
 
     def eval_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The plain log loss (no label smoothing): what dev and test losses report."""
@@ -121,16 +129,37 @@ class Classification(Task):
             correct = ((outputs.reshape(-1) > 0).long() == targets.long()).sum()
             units = n
         else:
-            correct = ((outputs > 0) == (targets > 0.5)).sum()
-            units = targets.numel()
-        sums[0] += loss.double() * n
+            present = ~torch.isnan(targets)  # (B, L) bool: the labels that are given
+            correct = (((outputs > 0) == (targets > 0.5)) & present).sum()
+            units = int(present.sum())
+        # the loss is a mean over `units` (examples, or present labels): weigh it by them
+        sums[0] += loss.double() * units
         sums[1] += correct
         sums[2] += units
         sums[3] += n
 
     def summarize(self, sums: torch.Tensor) -> dict[str, float]:
-        """``{"loss", "accuracy"}`` from the sums (loss averaged over examples)."""
+        """``{"loss", "accuracy"}`` from the sums (loss averaged over examples, or over the
+        present labels for multi-label)."""
         loss_n, correct, units, n = sums.tolist()
-        if n == 0:
+        if n == 0 or units == 0:
             return {"loss": float("nan"), "accuracy": float("nan")}
-        return {"loss": loss_n / n, "accuracy": correct / units}
+        return {"loss": loss_n / units, "accuracy": correct / units}
+
+
+def masked_bce(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean logistic loss over the present entries of multi-label targets.
+
+    Args:
+        outputs: Logits ``(B, L)``, one sigmoid per label.
+        targets: float ``(B, L)``: 1, 0, or NaN for a missing label (skipped, not 0).
+
+    Returns:
+        Scalar ``sum_{present} BCE(z, y) / #present`` (0, with no gradient, when no
+        entry is present).
+    """
+    present = ~torch.isnan(targets)  # (B, L) bool
+    y = torch.where(present, targets, torch.zeros_like(targets)).to(outputs.dtype)
+    per = F.binary_cross_entropy_with_logits(outputs, y, reduction="none")  # (B, L)
+    per = torch.where(present, per, torch.zeros_like(per))  # missing entries add nothing
+    return per.sum() / present.sum().clamp_min(1)
