@@ -46,6 +46,12 @@ def command() -> str:
     return " ".join([".venv/bin/python", *sys.argv])
 
 
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: a header row, the rule, one line per row."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def record(title: str, body: str, *, machine_line: str | None = None) -> None:
     """Append a dated section to ``benchmarks/RESULTS.md``.
 

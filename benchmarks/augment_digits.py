@@ -89,9 +89,7 @@ def main() -> None:
                 f"{sum(secs) / len(secs):.0f}",
             ]
         )
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines)
+    table = _record.md_table(head, rows)
     note = (
         "\nLeNet-5, bundled digits resized to 32x32 (dev 180, test 359 images), "
         f"epochs={args.epochs}, accuracy in % of the best-dev weights. One dev image is "

@@ -100,10 +100,7 @@ def main() -> None:
         "run, cached (features read)",
         "test accuracy recomputed / cached",
     ]
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        + ["| " + " | ".join(r) + " |" for r in rows]
-    )
+    table = _record.md_table(head, rows)
     body = (
         f"{table}\n\nThe head trained on the frozen backbone's output, {args.epochs} epochs on "
         "the bundled digits (1,258 training images, 32x32), fp32; epoch times are medians "

@@ -94,10 +94,7 @@ def main() -> None:
         for n in args.per_class
         for name, _ in VARIANTS
     ]
-    table = "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        + ["| " + " | ".join(r) + " |" for r in rows]
-    )
+    table = _record.md_table(head, rows)
     body = (
         f"{table}\n\nLeNet-5 pretrained on the digits 0-4 (test accuracy on 0-4: "
         f"{', '.join(f'{100 * a:.1f}%' for a in source_acc)}), then trained on 5-9 with "

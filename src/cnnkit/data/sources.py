@@ -349,19 +349,11 @@ def _read_image_folder(
     skipped: list[BadFile] = []
     sizes = Counter()
     for split, found in files.items():
-        arrays, labels, names = [], [], []
-        for path, label in found:
-            try:
-                a = decode_image(path, channels, max_pixels=max_pixels)
-            except ImageDecodeError as e:
-                if on_error == "raise":
-                    raise
-                skipped.append(BadFile(e.path, e.reason))
-                continue
-            arrays.append(a)
-            labels.append(label)
-            names.append(str(path))
-            sizes[a.shape[:2]] += 1
+        arrays, kept = _decode_files(
+            [path for path, _ in found], channels, on_error, max_pixels, skipped, sizes
+        )
+        labels = [found[i][1] for i in kept]
+        names = [str(found[i][0]) for i in kept]
         pools[split] = (arrays, np.asarray(labels, dtype=np.int64))  # type: ignore[assignment]
         ids[split] = names
     total = sum(len(found) for found in files.values())
@@ -403,18 +395,10 @@ def _read_manifest_images(
     skipped: list[BadFile] = []
     sizes: Counter = Counter()
     for split, idx in rows.items():
-        arrays, keep = [], []
-        for i in idx:
-            try:
-                a = decode_image(m.files[i], channels, max_pixels=max_pixels)
-            except ImageDecodeError as e:
-                if on_error == "raise":
-                    raise
-                skipped.append(BadFile(e.path, e.reason))
-                continue
-            arrays.append(a)
-            keep.append(i)
-            sizes[a.shape[:2]] += 1
+        arrays, kept = _decode_files(
+            [m.files[i] for i in idx], channels, on_error, max_pixels, skipped, sizes
+        )
+        keep = [idx[k] for k in kept]
         pools[split] = (arrays, m.values[keep].reshape(len(keep), len(m.labels)))
         ids[split] = [str(m.files[i]) for i in keep]
     if skipped and len(skipped) / len(m.files) > max_bad_fraction:
@@ -427,6 +411,35 @@ def _read_manifest_images(
     if not sizes:
         raise CnnkitError(f"no image listed in {str(csv_path)!r} could be decoded.")
     return _stack_common(pools, sizes, channels), list(m.labels), ids, skipped
+
+
+def _decode_files(
+    paths: list[Any],
+    channels: int | None,
+    on_error: str,
+    max_pixels: int,
+    skipped: list[BadFile],
+    sizes: Counter,
+) -> tuple[list[np.ndarray], list[int]]:
+    """Decode ``paths``; an undecodable file raises, or (``on_error="skip"``) is listed.
+
+    Returns:
+        ``(the decoded (n_H, n_W, n_C) arrays, the indices in paths they came from)``;
+        ``sizes`` counts each decoded image's ``(n_H, n_W)``.
+    """
+    arrays, kept = [], []
+    for i, path in enumerate(paths):
+        try:
+            a = decode_image(path, channels, max_pixels=max_pixels)
+        except ImageDecodeError as e:
+            if on_error == "raise":
+                raise
+            skipped.append(BadFile(e.path, e.reason))
+            continue
+        arrays.append(a)
+        kept.append(i)
+        sizes[a.shape[:2]] += 1
+    return arrays, kept
 
 
 def _resize_np(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

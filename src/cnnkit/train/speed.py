@@ -121,13 +121,19 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def cache_file() -> Path:
-    """``$CNNKIT_CACHE/speed.json``, by default under ``$XDG_CACHE_HOME/cnnkit``."""
+def cache_root() -> Path:
+    """cnnkit's cache folder: ``$CNNKIT_CACHE``, else ``$XDG_CACHE_HOME/cnnkit`` or
+    ``~/.cache/cnnkit`` (speed choices, cached features)."""
     root = os.environ.get("CNNKIT_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(xdg) / "cnnkit")
-    return Path(root) / "speed.json"
+    return Path(root)
+
+
+def cache_file() -> Path:
+    """``$CNNKIT_CACHE/speed.json``, by default under ``$XDG_CACHE_HOME/cnnkit``."""
+    return cache_root() / "speed.json"
 
 
 def _cache_key(arch: str, x: torch.Tensor, device: torch.device, candidates: list) -> str:

@@ -33,11 +33,9 @@ FORMAT = "cnnkit.features.v1"
 
 def cache_dir() -> Path:
     """``$CNNKIT_CACHE/features`` (default ``$XDG_CACHE_HOME/cnnkit/features``)."""
-    root = os.environ.get("CNNKIT_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        root = str(Path(xdg) / "cnnkit")
-    return Path(root) / "features"
+    from cnnkit.train.speed import cache_root
+
+    return cache_root() / "features"
 
 
 class HeadOnFeatures(nn.Module):
