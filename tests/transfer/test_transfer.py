@@ -249,3 +249,32 @@ def test_class_subsets_and_few_examples_per_class():
 def test_plain_training_refuses_transfer_settings(tmp_path):
     with pytest.raises(CnnkitError, match=r"^freeze=, bn= are applied by cnnkit\.transfer"):
         plain_train(freeze=2, bn="freeze_all", project=str(tmp_path))
+
+
+def test_the_run_records_the_pretrained_architecture(tmp_path):
+    """model= left at its default: the run is of the weights' architecture and options."""
+    pre = plain_train(
+        model="mlp",
+        model_args={"layers": 1, "units": 16},
+        data="digits",
+        classes=[0, 1, 2],
+        epochs=1,
+        verbose=0,
+        project=str(tmp_path),
+        name="p",
+    )
+    r = transfer.train(
+        pretrained=str(pre.run_dir),
+        data="digits",
+        classes=[3, 4],
+        epochs=1,
+        aug="none",
+        project=str(tmp_path),
+        name="t",
+        **FAST,
+    )
+    model, meta = load_run_model(r.run_dir)
+    assert (meta["model"], meta["model_args"]) == ("mlp", {"layers": 1, "units": 16})
+    # 1024 -> 16 hidden, then a new head: two classes, one sigmoid output (16 + 1)
+    assert sum(p.numel() for p in model.parameters()) == 1024 * 16 + 16 + 16 + 1
+    assert (r.run_dir / "config.yaml").read_text().count("model: mlp") == 1

@@ -56,8 +56,10 @@ def build(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
         data, model, notes = prepare(cfg)
     else:
         src = load_source(cfg.pretrained, cfg.model, cfg.model_args)
-        if src.name != cfg.model:
+        if src.name != cfg.model or src.model_args != cfg.model_args:
             notes.append(f"model {src.name}: the architecture of pretrained={cfg.pretrained}")
+            # the run is of the weights' architecture: config.yaml and the weights say so
+            cfg.model, cfg.model_args = src.name, dict(src.model_args)
         pre = src.preprocess
         if pre is None:
             data, _, notes0 = prepare(cfg)
