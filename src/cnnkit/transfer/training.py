@@ -80,8 +80,13 @@ def build(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
             notes.append(
                 f"preprocessing of the pretrained weights: {pre.size[0]}x{pre.size[1]}, "
                 f"{pre.channels} channel(s), mean {_fmt(pre.mean)}, std {_fmt(pre.std)} "
-                f"({src.interpolation} resize)"
+                "(bilinear resize)"
             )
+            if src.interpolation != "bilinear":
+                notes.append(
+                    f"the weights were trained on {src.interpolation}-resized images; cnnkit "
+                    "resizes bilinearly, which can cost a little accuracy"
+                )
         model = src.model
         K = data.info.num_classes
         outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
