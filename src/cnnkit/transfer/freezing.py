@@ -32,6 +32,7 @@ __all__ = ["BN_POLICIES", "FreezeReport", "apply_freeze", "head_of", "stages"]
 BN_POLICIES = ("train", "freeze_stats", "freeze_all")
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _EXPAND = (nn.Sequential, nn.ModuleList)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
 def head_of(model: nn.Module) -> tuple[str, nn.Module]:
@@ -211,7 +212,8 @@ def apply_freeze(
         frozen=total - trainable,
         bn_layers=len(bns),
         bn=bn,
-        fixed=bn != "train" or not bns,
+        # with bn=train a frozen stage keeps training-mode batch norm and dropout
+        fixed=bn != "train" or not any(isinstance(m, (*_BN, *_DROPOUT)) for m in model.modules()),
     )
     if trainable == 0:
         raise CnnkitError("nothing would train: the head is frozen too; use freeze=backbone.")
