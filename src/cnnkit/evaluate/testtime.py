@@ -423,13 +423,12 @@ def load_member(
     """
     import yaml
 
-    from cnnkit.data import Data, ImageSet, Preprocess, load
-    from cnnkit.train.classify import _check_count, load_run_model, run_data, split_of
+    from cnnkit.data import Data
+    from cnnkit.train.classify import _check_count, run_split
 
     if split not in SPLITS:
         raise unknown_name("split", str(split), SPLITS)
     _check_count("batch", batch, 256)
-    cache = {} if cache is None else cache
     if isinstance(run, nn.Module):
         if data is None:
             raise CnnkitError("a model needs data= to be scored on (a Dataset or Data).")
@@ -438,28 +437,11 @@ def load_member(
             raise CnnkitError(f"a model needs data= as a Dataset or a Data with a {split} split.")
         classes = list(data.info.classes) if isinstance(data, Data) else None
         return Member(type(run).__name__, run, ds, classes)
-    model, meta = load_run_model(run, weights)
-    pre = Preprocess.from_dict(meta["preprocess"])
+    model, meta, ds = run_split(run, data, weights=weights, split=split, cache=cache)
     name = f"{run if run is not None else Path(str(weights)).name} ({meta['model']})"
     config = None
     if run is not None:
         config = yaml.safe_load((Path(run) / "config.yaml").read_text())
-    if isinstance(data, Dataset) and not isinstance(data, Data):
-        return Member(name, model, data, list(meta["classes"]), config)
-    if isinstance(data, Data):
-        d = data
-    elif data is None and run is not None:
-        d = run_data(run, meta, cache)
-    elif data is not None:
-        key = (str(data), tuple(pre.size), pre.channels)
-        if key not in cache:
-            cache[key] = load(data, size=pre.size, channels=pre.channels)
-        d = cache[key]
-    else:
-        raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
-    ds = split_of(d, split, meta)
-    # the weights' normalization, on a copy: the cached split may serve another member
-    ds = ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
     return Member(name, model, ds, list(meta["classes"]), config)
 
 

@@ -818,7 +818,6 @@ def evaluate(
     Returns:
         ``{"loss", "accuracy", "n"}``.
     """
-    import yaml
 
     if split not in ("test", "dev", "train_dev", "train"):
         raise unknown_name("split", str(split), ["test", "dev", "train_dev", "train"])
@@ -830,22 +829,51 @@ def evaluate(
         if ds is None or isinstance(ds, (str, os.PathLike)):
             raise CnnkitError(f"evaluate(model, ...) needs a Dataset or Data with a {split} split.")
         return evaluate_model(run, ds, batch=batch)
+    model, _, ds = run_split(run, data, weights=weights, split=split)
+    return evaluate_model(model, ds, batch=batch)
+
+
+def run_split(
+    run: str | os.PathLike | None,
+    data: str | os.PathLike | Data | Dataset | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    split: str = "test",
+    cache: dict[Any, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any], Dataset]:
+    """A run's (or a weights file's) network and the split it is scored on.
+
+    Args:
+        run: Run folder (its best weights and, without ``data``, its own seeded splits).
+        data: Another source (name or folder), a :class:`~cnnkit.data.Data`, or a torch
+            Dataset (used as it is).
+        weights: Instead of ``run``: a cnnkit ``.safetensors`` file (then ``data`` is needed).
+        split: ``test``, ``dev``, ``train_dev`` or ``train`` (for names, folders and Data).
+        cache: Loaded data shared between calls (an ensemble reads its splits once).
+
+    Returns:
+        ``(model in eval mode, the weights' metadata, the split)``; an ImageSet split is
+        a copy normalized as the weights expect.
+    """
     model, meta = load_run_model(run, weights)
     pre = Preprocess.from_dict(meta["preprocess"])
     if isinstance(data, Dataset) and not isinstance(data, Data):
-        return evaluate_model(model, data, batch=batch)
+        return model, meta, data
+    cache = {} if cache is None else cache
     if isinstance(data, Data):
         d = data
     elif data is None and run is not None:
-        cfg = TrainConfig.from_dict(yaml.safe_load((Path(run) / "config.yaml").read_text()))
-        d = load_splits(cfg, pre.size)
+        d = run_data(run, meta, cache)
     elif data is not None:
-        d = load(data, size=pre.size, channels=pre.channels)
+        key = (str(data), tuple(pre.size), pre.channels)
+        if key not in cache:
+            cache[key] = load(data, size=pre.size, channels=pre.channels)
+        d = cache[key]
     else:
         raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
     ds = split_of(d, split, meta)
-    ds.preprocess = pre  # the weights' normalization, not the re-split's
-    return evaluate_model(model, ds, batch=batch)
+    # the weights' normalization, on a copy: the (cached or given) data stays as it was
+    return model, meta, ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
 
 
 @dataclass
