@@ -191,12 +191,14 @@ def plan(cfg: TrainConfig, data: Data, model: nn.Module) -> FitPlan:
     Returns:
         A :class:`~cnnkit.train.classify.FitPlan`.
     """
-    from cnnkit.data.augment import Augment
+    from cnnkit.train.config import AUG_OPS
 
     rep = getattr(model, "_cnnkit_freeze", None)
     if rep is None:
         raise CnnkitError("plan() needs the model from cnnkit.transfer.build(cfg).")
-    augmenting = Augment.from_config(cfg, data.train).active
+    # what Augment.active says, from the settings alone (fit builds the Augment, and fits
+    # its PCA colour, once)
+    augmenting = any(cfg.resolved(k) for k in AUG_OPS)
     whole = rep.frozen_stages == rep.stages
     reasons = []
     if not whole:
