@@ -74,17 +74,6 @@ def _settings_help() -> str:
     return "\n".join(lines) + "\nSee `help(cnnkit.train.TrainConfig)` for what each does."
 
 
-def _uses_transfer(cfg: Any) -> bool:
-    """Whether a run needs cnnkit.transfer (pretrained weights, freezing, a BN policy...)."""
-    return bool(
-        cfg.pretrained
-        or cfg.freeze not in ("auto", "none")
-        or cfg.bn != "auto"
-        or cfg.fine_tune
-        or cfg.cache_features is True
-    )
-
-
 def train(argv: Sequence[str]) -> int:
     """``cnnkit train key=value ...``."""
     pos, opts, wants_help = split_args(argv)
@@ -107,7 +96,7 @@ def train(argv: Sequence[str]) -> int:
         devices = TrainConfig.from_dict({"devices": opts.get("devices", 1)}).devices
         if devices > 1 and not in_torchrun():  # the same command in N processes
             return launch(["train", *argv], devices)
-        if (Path(str(run)) / "config.yaml").is_file() and _uses_transfer(
+        if (Path(str(run)) / "config.yaml").is_file() and classify.transfer_settings(
             classify.run_config(str(run))
         ):
             from cnnkit import transfer
@@ -127,7 +116,7 @@ def train(argv: Sequence[str]) -> int:
     if cfg.devices > 1 and not in_torchrun():  # the same command in N processes
         classify.check(cfg)
         return launch(["train", *argv], cfg.devices)
-    if _uses_transfer(cfg):
+    if classify.transfer_settings(cfg):
         from cnnkit import transfer
 
         transfer.train(cfg)

@@ -511,14 +511,27 @@ Planner = Callable[[TrainConfig, Data, nn.Module], FitPlan]
 _TRANSFER_KEYS = ("pretrained", "freeze", "bn", "fine_tune", "cache_features")
 
 
-def _refuse_transfer_settings(cfg: TrainConfig) -> None:
-    """Plain training ignores no setting silently: transfer settings need cnnkit.transfer."""
-    given = [
+def transfer_settings(cfg: TrainConfig) -> list[str]:
+    """The transfer-learning settings ``cfg`` gives (``pretrained``, ``freeze``, ...): a
+    run with any of them is trained by ``cnnkit.transfer.train``, not by :func:`train`.
+
+    Args:
+        cfg: Settings.
+
+    Returns:
+        Their names; empty for a plain run (``freeze=none`` or ``0`` freezes nothing).
+    """
+    return [
         k
         for k in _TRANSFER_KEYS
         if getattr(cfg, k) not in (None, "auto", False)
-        and not (k == "freeze" and cfg.freeze == "none")
+        and not (k == "freeze" and cfg.freeze in ("none", 0))
     ]
+
+
+def _refuse_transfer_settings(cfg: TrainConfig) -> None:
+    """Plain training ignores no setting silently: transfer settings need cnnkit.transfer."""
+    given = transfer_settings(cfg)
     if given:
         raise CnnkitError(
             f"{'=, '.join(given)}= are applied by cnnkit.transfer.train(cfg), not by "
