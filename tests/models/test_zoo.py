@@ -139,6 +139,22 @@ def test_lenet5_is_the_course_network():
         model(torch.zeros(1, 1, 28, 28))
 
 
+@pytest.mark.parametrize("w", [0.5, 2, 3])
+def test_lenet5_width_multiplies_every_layer(w):
+    # 6w, 16w filters and 120w, 84w units: 60,480 w^2 + 1,216 w + 10 parameters (10 classes)
+    model = create("lenet5", width=w)
+    c1, c2, h1, h2 = (round(n * w) for n in (6, 16, 120, 84))
+    expected = (25 * c1 + c1) + (25 * c1 * c2 + c2) + (25 * c2 * h1 + h1) + (h1 * h2 + h2)
+    expected += h2 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == expected
+    if w != 0.5:  # whole multiples follow the closed form exactly
+        assert expected == 60_480 * w * w + 1_216 * w + 10
+    assert model.forward_features(torch.zeros(2, 1, 32, 32)).shape == (2, c2, 5, 5)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    with pytest.raises(CnnkitError, match="width must be a positive number"):
+        create("lenet5", width=0)
+
+
 @pytest.mark.parametrize(
     "name", ["alexnet", "vgg16_bn", "resnet50", "googlenet", "mobilenet_v2", "efficientnet_b0"]
 )
