@@ -43,21 +43,30 @@ from cnnkit.evaluate.metrics import multilabel_outputs, multilabel_report
 from cnnkit.train.classify import train
 
 
-def scene_csv(root: Path, n_train: int, n_test: int, seed: int) -> tuple[list[str], np.ndarray]:
+def scene_csv(root: Path, splits: list[str], seed: int) -> tuple[list[str], np.ndarray]:
     """Write the scenes once; return the image paths and the full 0/1 labels."""
-    splits = ["train"] * n_train + ["test"] * n_test
-    path = write_scenes(root, n_train + n_test, size=32, seed=seed, splits=splits)
+    path = write_scenes(root, len(splits), size=32, seed=seed, splits=splits)
     lines = path.read_text().splitlines()[1:]
     files = [ln.split(",")[0] for ln in lines]
     targets = np.array([[int(v) for v in ln.split(",")[1:-1]] for ln in lines])
     return files, targets
 
 
-def run(csv: Path, seed: int, epochs: int | str, project: Path, name: str) -> list[float]:
+def run(
+    csv: Path,
+    seed: int,
+    epochs: int | str,
+    project: Path,
+    name: str,
+    width: float = 1.0,
+    aug: str = "default",
+) -> list[float]:
     """Train LeNet-5 on a manifest; per-label F1 on its (fully labelled) test split."""
     res = train(
         data=str(csv),
         model="lenet5",
+        model_args={"width": width} if width != 1 else {},
+        aug=aug,
         epochs=epochs,
         seed=seed,
         split_seed=0,
@@ -75,8 +84,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=2000, help="training scenes (dev carved)")
     ap.add_argument("--test", type=int, default=1000, help="test scenes (all labels present)")
+    ap.add_argument(
+        "--dev",
+        type=int,
+        default=0,
+        help="training scenes set aside as a dev split whose labels are all present "
+        "(0: dev is carved from train by cnnkit train and masked like it)",
+    )
     ap.add_argument("--missing", type=float, default=0.3, help="fraction of label entries '?'")
     ap.add_argument("--epochs", default="auto")
+    ap.add_argument("--width", type=float, default=1.0, help="LeNet-5 width multiplier")
+    ap.add_argument("--aug", default="default", help="augmentation preset of every run")
+    ap.add_argument("--no-zeros", action="store_true", help="skip the '? as 0' runs (c)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--no-single", action="store_true", help="skip the single-task nets (d)")
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
@@ -91,8 +110,9 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "scenes"
-        files, targets = scene_csv(root, args.train, args.test, seed=0)
-        splits = ["train"] * args.train + ["test"] * args.test
+        n_dev = args.dev
+        splits = ["train"] * (args.train - n_dev) + ["dev"] * n_dev + ["test"] * args.test
+        files, targets = scene_csv(root, splits, seed=0)
         is_train = np.array([s == "train" for s in splits])
         project = Path(tmp) / "runs"
         for seed in args.seeds:
@@ -106,7 +126,11 @@ def main() -> None:
                                             missing=mask, missing_as="0", splits=splits),
             }  # fmt: skip
             for v, csv in csvs.items():
-                f1[v].append(run(csv, seed, epochs, project, f"{v[:3]}-{seed}"))
+                if v == variants[2] and args.no_zeros:
+                    continue
+                f1[v].append(
+                    run(csv, seed, epochs, project, f"{v[:3]}-{seed}", args.width, args.aug)
+                )
             if args.no_single:
                 print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
                 continue
@@ -115,12 +139,15 @@ def main() -> None:
                 csv = write_manifest(
                     root / f"only_{label}.csv", files, targets[:, j : j + 1], [label], splits=splits
                 )  # (N, L) -> (N, 1): one label column
-                single += run(csv, seed, epochs, project, f"single-{label}-{seed}")
+                single += run(
+                    csv, seed, epochs, project, f"single-{label}-{seed}", args.width, args.aug
+                )
             f1[variants[3]].append(single)
             print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     head = ["variant", *SCENE_LABELS, "mean F1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for v in variants:
+    shown = [v for v in variants if f1[v]]  # (c) is left out with --no-zeros
+    for v in shown:
         per = np.array(f1[v])  # (seeds, L)
         for s, row in zip(args.seeds, per):
             cells = [f"{100 * x:.1f}" for x in row] + [f"{100 * row.mean():.1f}"]
@@ -132,12 +159,22 @@ def main() -> None:
         ]
         lines.append(f"| **{v}, mean of {len(per)}** | " + " | ".join(cells) + " |")
     full = np.array(f1[variants[0]])
-    gaps = {v: float(np.abs(np.array(f1[v]).mean(0) - full.mean(0)).max()) for v in variants[1:3]}
+    gaps = {
+        v: float(np.abs(np.array(f1[v]).mean(0) - full.mean(0)).max())
+        for v in variants[1:3]
+        if f1[v]
+    }
     notes = [
         "",
-        f"Per-label F1 (%) on {args.test:,} test scenes (all labels present), LeNet-5, "
-        f"{args.train:,} training scenes (dev carved from them), epochs={args.epochs}, "
-        f"seeds {args.seeds}; {L} labels.",
+        f"Per-label F1 (%) on {args.test:,} test scenes (all labels present), LeNet-5"
+        + (f" (width {args.width:g})" if args.width != 1 else "")
+        + f", {args.train:,} training scenes ("
+        + (
+            f"{args.dev:,} of them a dev split with every label present"
+            if args.dev
+            else "dev carved from them and masked like them"
+        )
+        + f"), epochs={args.epochs}, aug={args.aug}, seeds {args.seeds}; {L} labels.",
         "Largest per-label gap to (a), mean over seeds: "
         + ", ".join(f"{v}: {100 * g:.1f} points" for v, g in gaps.items())
         + f". Total time {time.perf_counter() - t0:.0f} s.",
