@@ -9,7 +9,8 @@ runs) in four ways:
 
 (a) ``full``: every label present;
 (b) ``masked``: ``--missing`` (30%) of the training (and dev) label entries written as
-    ``?``, skipped by the loss and the metrics;
+    ``?``, skipped by the loss and the metrics (with ``--dev N``, N training scenes form a
+    dev split whose labels all stay present);
 (c) ``as 0``: the same entries written as ``0``, the naive reading of ``?``;
 (d) ``single``: four single-task networks (the same LeNet-5, one sigmoid output), each
     trained on one label column with every label present.
@@ -17,9 +18,13 @@ runs) in four ways:
 All are scored on the same test scenes, whose labels are all present. For each seed
 (initialization, order, augmentation and the choice of hidden entries) it prints the
 per-label F1 on the test split, then the mean over seeds, and appends the table to
-``benchmarks/RESULTS.md``. About 4 minutes on 2 cores with the defaults:
+``benchmarks/RESULTS.md``. About 4 minutes on 2 cores with the defaults; the runs that
+train to convergence (10,000 or 20,000 scenes, no augmentation, (a) and (b) only) take
+10-30 minutes:
 
     .venv/bin/python benchmarks/multitask.py
+    .venv/bin/python benchmarks/multitask.py --train 20000 --epochs 30 --aug none \
+        --no-single --no-zeros
     .venv/bin/python benchmarks/multitask.py --seeds 0 --no-record
 """
 
