@@ -35,6 +35,7 @@ from cnnkit.shapes import (
     fc_params,
     padding,
     pool_output_size,
+    receptive_field,
     same_padding,
 )
 
@@ -762,3 +763,47 @@ def test_worked_transpose_text_evaluates_to_value(case):
         if isinstance(w.value, tuple):
             labels = [line.split(":")[0] for line in w.text.split("\n")]
             assert labels == list(_AXES[case["dims"]])
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [(5, 1), (2, 2), (5, 1), (2, 2)],  # LeNet-5: the last pooling unit sees 16x16
+        [(7, 2, 3), (3, 2, 1), (3, 1, 1), (3, 1, 1)],  # ResNet stem and a basic block
+        [(3, 1, 1, 2), (3, 2, 0, 3), (2, 2)],  # dilated, and an even window
+    ],
+)
+def test_receptive_field_matches_the_input_gradient(layers):
+    # the input pixels that change a unit's output are exactly its receptive field
+    rf = receptive_field(layers)
+    n = 96
+    convs = []
+    for f, s, *rest in layers:
+        p = rest[0] if rest else 0
+        d = rest[1] if len(rest) > 1 else 1
+        conv = nn.Conv2d(1, 1, f, stride=s, padding=p, dilation=d, bias=False)
+        nn.init.constant_(conv.weight, 1.0)
+        convs.append(conv)
+    x = torch.ones(1, 1, n, n, requires_grad=True)
+    y = nn.Sequential(*convs)(x)
+    u = y.shape[-1] // 2  # a unit whose field lies inside the image
+    y[0, 0, u, u].backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+    first, last = rf.window(u)
+    assert first > 0 and last < n - 1
+    assert (rows.min().item(), rows.max().item()) == (first, last)
+    assert last - first + 1 == rf.r
+    assert rf.j == math.prod(s for _, s, *_ in layers)
+
+
+def test_receptive_field_worked_and_mistakes():
+    rf = receptive_field([(5, 1), (2, 2), (5, 1), (2, 2)])
+    assert (rf.r, rf.j, rf.start) == (16, 4, 7.5)
+    assert "r = 14 + 1*2 = 16" in str(rf)
+    assert receptive_field([(3, 1)] * 3).r == 7  # three 3x3 convs see 7x7 (VGG's argument)
+    with pytest.raises(CnnkitError, match="at least one layer"):
+        receptive_field([])
+    with pytest.raises(CnnkitError, match="layer 2 of receptive_field"):
+        receptive_field([(3, 1), (3,)])
+    with pytest.raises(CnnkitError, match="must be at least 1"):
+        receptive_field([(3, 0)])

@@ -39,6 +39,7 @@ __all__ = [
     "padding",
     "parse_size",
     "pool_output_size",
+    "receptive_field",
     "same_padding",
 ]
 
@@ -614,6 +615,96 @@ def depthwise_separable_macs(
     if not explain:
         return total
     return Worked(total, f"{_fmt(total)} = depthwise [{dw.text}] + pointwise [{pw.text}]")
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where one unit of a layer looks in the input (square windows, in input pixels).
+
+    Attributes:
+        r: Receptive-field size: each unit sees ``r x r`` input pixels (padding included).
+        j: Jump: input pixels between neighbouring units (the product of the strides).
+        start: Input coordinate of the centre of the first unit's field (pixel ``i`` is
+            centred at ``i``; negative or fractional where padding or even windows shift it).
+        text: The recurrences with the numbers, one line per layer.
+    """
+
+    r: int
+    j: int
+    start: float
+    text: str
+
+    def window(self, u: int) -> tuple[int, int]:
+        """The input rows (or columns) unit ``u`` sees, as ``[first, last]`` (may leave the image).
+
+        Args:
+            u: The unit's index along the axis.
+
+        Returns:
+            ``(first, last)`` input indices, ``last - first + 1 == r``.
+        """
+        first = self.start + u * self.j - (self.r - 1) / 2
+        lo = math.floor(first + 0.5)
+        return lo, lo + self.r - 1
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def receptive_field(layers: Sequence[Sequence[int]]) -> ReceptiveField:
+    """Receptive field of the last of a stack of convolution and pooling layers.
+
+    The recurrences (Araujo et al. 2019), starting from one input pixel
+    ``r = 1, j = 1, start = 0``; with the effective window ``f' = d*(f - 1) + 1``::
+
+        r_out = r_in + (f' - 1) * j_in
+        j_out = j_in * s
+        start_out = start_in + ((f' - 1)/2 - p) * j_in
+
+    Layers that do not mix pixels (activations, batch norm, 1x1 convolutions with
+    stride 1) leave all three unchanged and need not be listed.
+
+    Args:
+        layers: One ``(f, s)``, ``(f, s, p)`` or ``(f, s, p, d)`` per layer, in order.
+
+    Returns:
+        A :class:`ReceptiveField`.
+
+    Raises:
+        CnnkitError: On an empty stack, a layer that is not 2 to 4 integers, or a
+            window, stride or dilation below 1, or a negative padding.
+    """
+    if not layers:
+        raise CnnkitError("receptive_field needs at least one layer, e.g. [(5, 1), (2, 2)].")
+    r, j, start = 1, 1, 0.0
+    lines = []
+    for i, layer in enumerate(layers, start=1):
+        vals = tuple(layer) if isinstance(layer, (tuple, list)) else (layer,)
+        if not 2 <= len(vals) <= 4 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in vals
+        ):
+            raise CnnkitError(
+                f"layer {i} of receptive_field is {layer!r}; give (f, s), (f, s, p) or "
+                "(f, s, p, d) as integers, e.g. (3, 1, 1)."
+            )
+        f, s = vals[:2]
+        p = vals[2] if len(vals) > 2 else 0
+        d = vals[3] if len(vals) > 3 else 1
+        if f < 1 or s < 1 or d < 1 or p < 0:
+            raise CnnkitError(
+                f"layer {i} of receptive_field has f={f}, s={s}, p={p}, d={d}; f, s and d "
+                "must be at least 1 and p at least 0."
+            )
+        fe = d * (f - 1) + 1
+        r_new, j_new = r + (fe - 1) * j, j * s
+        start_new = start + ((fe - 1) / 2 - p) * j
+        lines.append(
+            f"layer {i} (f={f}, s={s}, p={p}{f', d={d}' if d != 1 else ''}): "
+            f"r = {r} + {fe - 1}*{j} = {r_new}, j = {j}*{s} = {j_new}, "
+            f"start = {start:g} + ({(fe - 1) / 2:g} - {p})*{j} = {start_new:g}"
+        )
+        r, j, start = r_new, j_new, start_new
+    return ReceptiveField(r, j, start, "\n".join(lines))
 
 
 def parse_size(text: str | Sequence[int], *, what: str = "input") -> tuple[int, ...]:
