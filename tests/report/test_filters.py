@@ -84,5 +84,7 @@ def test_mistakes_are_one_sentence():
         plot_filters(create("lenet5"), "features.1")
     with pytest.raises(CnnkitError, match="has no convolution"):
         plot_filters(create("mlp"))
+    with pytest.raises(CnnkitError, match="did not run in the forward pass"):
+        feature_maps(create("googlenet", num_classes=3), torch.zeros(1, 3, 64, 64), "aux1.fc2")
     with pytest.raises(CnnkitError, match="not feature maps"):
         plot_feature_maps(create("lenet5"), torch.zeros(1, 32, 32), "classifier.0")

@@ -66,7 +66,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str | None = None) ->
     Returns:
         The layer's output, e.g. ``(B, n_C_out, n_H_out, n_W_out)`` for a convolution.
     """
-    _, module = find_layer(model, layer)
+    name, module = find_layer(model, layer)
     out: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda m, i, o: out.append(o.detach()))
     was_training = model.training
@@ -77,6 +77,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer: str | None = None) ->
     finally:
         handle.remove()
         model.train(was_training)
+    if not out:
+        raise CnnkitError(
+            f"layer {name!r} did not run in the forward pass (a training-only branch?); "
+            "pick a layer on the path from input to output."
+        )
     return out[0]
 
 
