@@ -62,6 +62,8 @@ def test_a_field_that_leaves_the_image_is_zero_padded():
     x = torch.zeros(1, 1, 8, 8)
     x[0, 0, 0, 0] = 5.0  # only the top-left pixel is lit
     x[0, 0, 0, 1] = 1.0
+    same = nn.Sequential(nn.Conv2d(1, 1, 3, padding="same", bias=False))
+    assert layer_stack(same, "0") == layer_stack(net, "0") == [(3, 1, 1, 1)]
     top = top_patches(net, x, "0", k=1)
     assert top.where == [(0, 0, 0)]  # unit (0, 0) sees the padding, the two lit pixels
     want = torch.zeros(1, 3, 3)

@@ -70,8 +70,11 @@ def layer_stack(model: nn.Module, layer: str) -> list[tuple[int, int, int, int]]
         if isinstance(m, _WINDOWS):
             f = _pair(m.kernel_size, "window", name)
             s = _pair(m.stride, "stride", name)
-            p = _pair(m.padding, "padding", name)
             d = _pair(getattr(m, "dilation", 1), "dilation", name)
+            if isinstance(m.padding, str):  # Conv2d(padding="same" | "valid")
+                p = d * (f - 1) // 2 if m.padding == "same" else 0
+            else:
+                p = _pair(m.padding, "padding", name)
             stack.append((f, s, p, d))
         elif (
             name
