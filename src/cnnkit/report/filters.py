@@ -19,6 +19,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError, unknown_name
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["feature_maps", "find_layer", "plot_feature_maps", "plot_filters"]
@@ -48,7 +49,7 @@ def find_layer(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Modu
                 return name, m
         raise CnnkitError(
             f"{type(model).__name__} has no convolution; name the layer to show, e.g. "
-            f"layer={next(iter(k for k in named if k), 'features.0')!r}."
+            f"layer={next((k for k in named if k), 'features.0')!r}."
         )
     if layer not in named or layer == "":
         raise unknown_name("layer", layer, [k for k in named if k])
@@ -90,6 +91,40 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def panels(
+    title: str, n: int, rows: int, cols: int, size: tuple[float, float]
+) -> tuple[Figure, list[Axes]]:
+    """A titled figure of ``rows x cols`` panels without axes; the first ``n`` to draw in.
+
+    Args:
+        title: The figure's title.
+        n: Panels that will hold an image.
+        rows: Rows of panels.
+        cols: Columns of panels.
+        size: Width and height of one panel, inches.
+
+    Returns:
+        ``(figure, the first n axes)``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows + 0.4), layout="constrained")
+    fig.suptitle(title, fontsize=9)
+    axes = []
+    for i in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.set_axis_off()
+        if i < n:
+            axes.append(ax)
+    return fig, axes
+
+
+def unit_range(t: torch.Tensor) -> torch.Tensor:
+    """``t`` scaled together to 0..1 (the colour images of filters and patches)."""
+    lo, hi = t.min(), t.max()
+    return (t - lo) / (hi - lo + 1e-12)
+
+
 def plot_filters(model: nn.Module, layer: str | None = None, max_filters: int = 64) -> Figure:
     """A convolution's filters as images: one panel per filter.
 
@@ -108,8 +143,6 @@ def plot_filters(model: nn.Module, layer: str | None = None, max_filters: int = 
     Raises:
         CnnkitError: If the layer is not a 2D convolution.
     """
-    from matplotlib.figure import Figure
-
     name, conv = find_layer(model, layer)
     if not isinstance(conv, nn.Conv2d):
         raise CnnkitError(
@@ -118,25 +151,18 @@ def plot_filters(model: nn.Module, layer: str | None = None, max_filters: int = 
         )
     w = conv.weight.detach().float().cpu()[:max_filters]  # (n_C, n_C_prev, f, f)
     n = w.shape[0]
-    rows, cols = _grid(n)
-    fig = Figure(figsize=(1.2 * cols, 1.2 * rows + 0.4), layout="constrained")
-    fig.suptitle(f"{name}: {conv.out_channels} filters {tuple(w.shape[1:])}", fontsize=9)
+    title = f"{name}: {conv.out_channels} filters {tuple(w.shape[1:])}"
+    fig, axes = panels(title, n, *_grid(n), size=(1.2, 1.2))
     rgb = w.shape[1] == 3
-    if rgb:
-        lo, hi = w.min(), w.max()
-        shown = ((w - lo) / (hi - lo + 1e-12)).permute(0, 2, 3, 1)  # (n, C, f, f) -> (n, f, f, C)
-    else:
-        shown = w[:, 0] if w.shape[1] == 1 else w.mean(1)  # (n, C, f, f) -> (n, f, f)
+    grey = w[:, 0] if w.shape[1] == 1 else w.mean(1)  # (n, C, f, f) -> (n, f, f)
+    shown = unit_range(w).permute(0, 2, 3, 1) if rgb else grey  # (n, C, f, f) -> (n, f, f, C)
     m = float(w.abs().max()) or 1.0
-    for i in range(rows * cols):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.set_axis_off()
-        if i < n:
-            if rgb:
-                ax.imshow(shown[i].numpy(), interpolation="nearest")
-            else:
-                ax.imshow(shown[i].numpy(), cmap="gray", vmin=-m, vmax=m, interpolation="nearest")
-            ax.set_title(str(i), fontsize=7)
+    for i, ax in enumerate(axes):
+        if rgb:
+            ax.imshow(shown[i].numpy(), interpolation="nearest")
+        else:
+            ax.imshow(shown[i].numpy(), cmap="gray", vmin=-m, vmax=m, interpolation="nearest")
+        ax.set_title(str(i), fontsize=7)
     return fig
 
 
@@ -154,8 +180,6 @@ def plot_feature_maps(
     Returns:
         The figure; each panel holds the map's raw values.
     """
-    from matplotlib.figure import Figure
-
     x = image.unsqueeze(0) if image.dim() == 3 else image  # (n_C, n_H, n_W) -> (1, n_C, n_H, n_W)
     if x.dim() != 4 or x.shape[0] != 1:
         raise CnnkitError(
@@ -170,13 +194,10 @@ def plot_feature_maps(
             "pick a convolution, pooling or activation layer."
         )
     a = a[:max_maps]
-    rows, cols = _grid(a.shape[0])
-    fig = Figure(figsize=(1.4 * cols, 1.4 * rows + 0.4), layout="constrained")
-    fig.suptitle(f"{name}: {tuple(a.shape)} feature maps", fontsize=9)
-    for i in range(rows * cols):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.set_axis_off()
-        if i < a.shape[0]:
-            ax.imshow(a[i].numpy(), cmap="viridis", interpolation="nearest")
-            ax.set_title(str(i), fontsize=7)
+    fig, axes = panels(
+        f"{name}: {tuple(a.shape)} feature maps", len(a), *_grid(len(a)), size=(1.4, 1.4)
+    )
+    for i, ax in enumerate(axes):
+        ax.imshow(a[i].numpy(), cmap="viridis", interpolation="nearest")
+        ax.set_title(str(i), fontsize=7)
     return fig

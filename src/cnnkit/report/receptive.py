@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.report.filters import feature_maps, find_layer
+from cnnkit.report.filters import feature_maps, find_layer, panels, unit_range
 from cnnkit.shapes import ReceptiveField, receptive_field
 
 if TYPE_CHECKING:
@@ -175,27 +175,18 @@ def plot_top_patches(top: TopPatches) -> Figure:
     Returns:
         The figure.
     """
-    from matplotlib.figure import Figure
-
     n = len(top.patches)
     cols = min(n, 8)
-    rows = -(-n // cols)
-    fig = Figure(figsize=(1.3 * cols, 1.4 * rows + 0.4), layout="constrained")
-    fig.suptitle(
+    title = (
         f"{top.layer}, channel {top.channel}: top {n} patches ({top.field.r}x{top.field.r} "
-        "receptive field)",
-        fontsize=9,
+        "receptive field)"
     )
-    for i in range(rows * cols):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.set_axis_off()
-        if i < n:
-            p = top.patches[i].float()
-            if p.shape[0] == 3:
-                lo, hi = p.min(), p.max()
-                rgb = ((p - lo) / (hi - lo + 1e-12)).permute(1, 2, 0)  # (C, r, r) -> (r, r, C)
-                ax.imshow(rgb.numpy())
-            else:
-                ax.imshow(p.mean(0).numpy(), cmap="gray", interpolation="nearest")
-            ax.set_title(f"{float(top.scores[i]):.3g}", fontsize=7)
+    fig, axes = panels(title, n, -(-n // cols), cols, size=(1.3, 1.4))
+    for i, ax in enumerate(axes):
+        p = top.patches[i].float()
+        if p.shape[0] == 3:
+            ax.imshow(unit_range(p).permute(1, 2, 0).numpy())  # (C, r, r) -> (r, r, C)
+        else:
+            ax.imshow(p.mean(0).numpy(), cmap="gray", interpolation="nearest")
+        ax.set_title(f"{float(top.scores[i]):.3g}", fontsize=7)
     return fig
