@@ -88,8 +88,9 @@ class LeNet5(ClassifierMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Conv/pool stack: ``(B, n_C, 32, 32) -> (B, 16 * width, 5, 5)``."""
         if x.shape[-2:] != (32, 32):
+            c2 = self.features[3].out_channels  # 16 * width
             raise CnnkitError(
-                f"LeNet-5 takes 32x32 inputs (its first FC layer reads 5x5x16 = 400 "
+                f"LeNet-5 takes 32x32 inputs (its first FC layer reads 5x5x{c2} = {25 * c2} "
                 f"features) but got {x.shape[-2]}x{x.shape[-1]}; resize or pad the images "
                 "to 32x32."
             )
