@@ -6,7 +6,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := build/.installed-dev
 
-.PHONY: demo test lint install clean bench bench-keras-venv
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint install clean bench bench-keras-venv chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/cnnkit train model=lenet5 data=digits
 
-test: $(STAMP)
+# Debian's Chromium renders a run's report.html in tests/report/test_report_page.py
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the report page test opens report.html in it)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest $(if $(CI),-n 2 -q,) $(PYTEST_ARGS)
 
 lint: $(STAMP)

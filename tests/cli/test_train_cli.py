@@ -259,11 +259,12 @@ def _make_world(root: Path) -> World:
         "deterministic=true",
         "seed=3",
         "verbose=0",
+        "report=false",  # the page is tested with the digits run and in tests/report
     )
     jobs: dict[str, Job] = {
         # the long chains first
         "digits": Job(("train", "epochs=2", "batch=64", "verbose=2"), D),
-        "r": Job(("train", "epochs=1", "name=r", "batch=64", "verbose=2"), R),
+        "r": Job(("train", "epochs=1", "name=r", "batch=64", "verbose=2", "report=false"), R),
         "r_ext": Job(("train", "resume=runs/classify/r", "epochs=2", "verbose=2"), R, ("r",)),
         "r_refused": Job(("train", "resume=runs/classify/r", "lr=0.1"), R, ("r",)),
         "r_again": Job(("train", "resume=runs/classify/r", "verbose=2"), R, ("r_ext",)),
@@ -283,7 +284,14 @@ def _make_world(root: Path) -> World:
             ("train", f"data={data / 'flat'}", "epochs=1", "verbose=2"), dirs["raise"]
         ),
         "corrupt_skip": Job(
-            ("train", f"data={data / 'flat'}", "epochs=1", "on_error=skip", "verbose=2"),
+            (
+                "train",
+                f"data={data / 'flat'}",
+                "epochs=1",
+                "on_error=skip",
+                "verbose=2",
+                "report=false",
+            ),
             dirs["skip"],
         ),
         "split": Job(
@@ -292,11 +300,15 @@ def _make_world(root: Path) -> World:
                 *("classify", "train", "--data", str(data / "split"), "--model", "lenet5"),
                 *("--epochs", "1", "--batch", "64", "--verbose", "2"),
                 *("--name", LONG_NAME),  # longer than any terminal: lines must not wrap
+                *("--report", "false"),
             ),
             dirs["split"],
         ),
         "val_err": Job(("val", "run=nope"), mk("val_err")),
-        "idx": Job(("train", "model=lenet5", f"data={data / 'idx'}", "verbose=2"), dirs["idx"]),
+        "idx": Job(
+            ("train", "model=lenet5", f"data={data / 'idx'}", "verbose=2", "report=false"),
+            dirs["idx"],
+        ),
     }
     for key, args in TRAIN_ERRORS.items():
         dirs[f"err_{key}"] = mk(f"err_{key}")
@@ -437,7 +449,10 @@ def test_digits_run_prints_its_scores_last(world):
     out = _ok(world["digits"])
     lines = out.rstrip("\n").splitlines()
     assert re.fullmatch(r"test accuracy \d+\.\d%  \(loss \d\.\d{3}, 359 images\)", lines[-2]), lines
-    assert lines[-1].startswith("run saved in runs/classify/train/ "), lines[-1]
+    assert lines[-1].startswith("run saved in runs/classify/train/: report.html, plots/, "), lines[
+        -1
+    ]
+    assert "weights/" in lines[-1] and lines[-1].endswith(" source=IMAGE)")
     sizes = _split_sizes(out)
     assert set(sizes) == {"train", "dev", "test"} and sum(sizes.values()) == 1797
     assert sizes["test"] == 359 and abs(sizes["dev"] - 0.1 * 1797) < 1  # test=0.2, dev=0.1
@@ -611,8 +626,10 @@ def test_split_image_folder_val_is_dev_and_images_are_resized(world):
     run = world.dirs["split"] / "runs" / "classify" / LONG_NAME
     lines = out.rstrip("\n").splitlines()
     assert lines[0].endswith(f" -> runs/classify/{LONG_NAME}"), lines[0]  # one line each
+    # report=false: no page, and the last line lists what the folder holds
     assert lines[-1] == (
-        f"run saved in runs/classify/{LONG_NAME}/ (cnnkit val run=runs/classify/{LONG_NAME}; "
+        f"run saved in runs/classify/{LONG_NAME}/: results.csv, weights/, config.yaml, "
+        f"summary.txt (cnnkit val run=runs/classify/{LONG_NAME}; "
         f"cnnkit predict run=runs/classify/{LONG_NAME} source=IMAGE)"
     ), lines[-1]
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -687,7 +704,7 @@ def test_cfg_repeat_is_bitwise_repeatable_in_new_folders(world):
     root = world.dirs["digits"] / "runs" / "classify"
     assert sorted(p.name for p in root.iterdir()) == ["train", "train2", "train3"]
     base = yaml.safe_load((root / "train" / "config.yaml").read_text())
-    changed = {"epochs": 1, "deterministic": True, "seed": 3, "verbose": 0}
+    changed = {"epochs": 1, "deterministic": True, "seed": 3, "verbose": 0, "report": False}
     for name in ("train2", "train3"):
         cfg = yaml.safe_load((root / name / "config.yaml").read_text())
         assert cfg == {**base, **changed, "name": name}

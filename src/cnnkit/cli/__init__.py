@@ -3,7 +3,8 @@
 Grammar (as in ultralytics): ``cnnkit [TASK] MODE key=value ...``; ``--key value``
 works too, and ``--help`` works at every level. Available now: ``cnnkit models``,
 ``cnnkit summary``, ``cnnkit [classify] train | val | predict | export``,
-``cnnkit data check`` and the strategy tools ``cnnkit diagnose | analyze | select | tune``.
+``cnnkit data check``, the strategy tools ``cnnkit diagnose | analyze | select | tune`` and
+``cnnkit report``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ commands:
   analyze   error analysis of a run's mistakes:    cnnkit analyze run=runs/classify/NAME
   select    best run under satisficing limits:     cnnkit select runs=A,B latency_ms=100
   tune      random search on log scales; lr_find:  cnnkit tune lr=1e-4..1:log trials=20
+  report    a run's report.html, or one plot:      cnnkit report run=runs/classify/NAME
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
 
@@ -98,6 +100,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "select": _lazy("diagnose", "select"),
         "analyze": _lazy("analyze", "analyze"),
         "tune": _lazy("tune", "tune"),
+        "report": _lazy("report", "report"),
     }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

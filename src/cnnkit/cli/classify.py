@@ -101,9 +101,9 @@ def train(argv: Sequence[str]) -> int:
         ):
             from cnnkit import transfer
 
-            transfer.resume(str(run), **opts)
+            transfer.resume(str(run), after=_after(run, opts), **opts)
         else:
-            classify.resume(str(run), **opts)
+            classify.resume(str(run), after=_after(run, opts), **opts)
         return 0
     base: dict[str, Any] = {}
     if "cfg" in opts:
@@ -119,10 +119,44 @@ def train(argv: Sequence[str]) -> int:
     if classify.transfer_settings(cfg):
         from cnnkit import transfer
 
-        transfer.train(cfg)
+        transfer.train(cfg, after=_after(None, cfg.to_dict()))
         return 0
-    classify.train(cfg)
+    classify.train(cfg, after=_after(None, cfg.to_dict()))
     return 0
+
+
+def _after(run: Any, settings: dict[str, Any]) -> Any:
+    """What runs once a training run is saved: write its ``report.html`` (unless report=false).
+
+    Args:
+        run: The run folder when resuming (its config.yaml, read once the run is saved,
+            decides), else None.
+        settings: The run's settings (or, when resuming, the ones given on the line).
+
+    Returns:
+        The callback for ``classify.train(after=...)``.
+    """
+
+    def write(result: Any) -> None:
+        s = settings
+        if run is not None:  # resuming: the run's own settings, changed by the given ones
+            from cnnkit.train.classify import run_config
+
+            s = {**run_config(str(run)).to_dict(), **settings}
+        if not s.get("report", True):
+            return
+        from cnnkit.report import write_report
+
+        try:
+            write_report(result.run_dir)
+        except Exception as e:  # the run is saved; only its page is missing
+            if s.get("verbose", 1):
+                print(
+                    f"report.html was not written ({e}); rebuild it with "
+                    f"cnnkit report run={result.run_dir}"
+                )
+
+    return write
 
 
 def val(argv: Sequence[str]) -> int:

@@ -5,9 +5,11 @@ Each plot returns a :class:`matplotlib.figure.Figure`; save it with
 """
 
 from cnnkit.report.filters import feature_maps, find_layer, plot_feature_maps, plot_filters
+from cnnkit.report.html import RunReport, write_report
 from cnnkit.report.receptive import TopPatches, layer_stack, plot_top_patches, top_patches
 
 __all__ = [
+    "RunReport",
     "TopPatches",
     "feature_maps",
     "find_layer",
@@ -16,4 +18,5 @@ __all__ = [
     "plot_filters",
     "plot_top_patches",
     "top_patches",
+    "write_report",
 ]

@@ -57,6 +57,7 @@ __all__ = [
 
 _RESUME_KEYS = {"epochs", "verbose", "save_every", "workers", "patience", "resume", "devices"}
 _RESUME_KEYS |= {"nonfinite", "max_consecutive_skips"}  # e.g. skip the steps that blew up
+_RESUME_KEYS |= {"report", "human", "tensorboard"}  # what is written beside, not what trains
 _NATIVE = {"digits": (8, 8), "idx": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32)}
 
 
@@ -508,6 +509,7 @@ class FitPlan:
 
 Builder = Callable[[TrainConfig], "tuple[Data, nn.Module, list[str]]"]
 Planner = Callable[[TrainConfig, Data, nn.Module], FitPlan]
+After = Callable[["RunResult"], None]
 _TRANSFER_KEYS = ("pretrained", "freeze", "bn", "fine_tune", "cache_features")
 
 
@@ -544,6 +546,7 @@ def train(
     *,
     build: Builder | None = None,
     plan: Planner | None = None,
+    after: After | None = None,
     **settings: Any,
 ) -> RunResult:
     """Train a classifier and leave a run folder (the ``cnnkit train`` command).
@@ -554,6 +557,8 @@ def train(
             (``cnnkit.transfer`` builds from pretrained weights and their preprocessing).
         plan: ``plan(cfg, data, model) -> FitPlan``: what ``fit`` trains (default: the
             model on the data).
+        after: ``after(result)``, called (on the main process) once the run is scored and
+            saved, before the last line; ``cnnkit train`` writes ``report.html`` with it.
         **settings: Single settings overriding ``cfg``.
 
     Returns:
@@ -564,7 +569,7 @@ def train(
     and prints; ``config.yaml`` records the number of processes as ``devices``.
     """
     with DistContext.from_env() as ctx:
-        return _train(cfg, ctx, build, plan, **settings)
+        return _train(cfg, ctx, build, plan, after, **settings)
 
 
 def _train(
@@ -572,6 +577,7 @@ def _train(
     ctx: DistContext,
     build: Builder | None,
     plan: Planner | None,
+    after: After | None,
     **settings: Any,
 ) -> RunResult:
     base = (cfg or TrainConfig()).to_dict()
@@ -599,7 +605,9 @@ def _train(
     if ctx.is_main:
         text = yaml.safe_dump(resolved, sort_keys=False)
         atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
-    return _fit_and_report(cfg, data, model, run, notes, resume=False, ctx=ctx, plan=plan)
+    return _fit_and_report(
+        cfg, data, model, run, notes, resume=False, ctx=ctx, plan=plan, after=after
+    )
 
 
 def resume(
@@ -607,6 +615,7 @@ def resume(
     *,
     build: Builder | None = None,
     plan: Planner | None = None,
+    after: After | None = None,
     **settings: Any,
 ) -> RunResult:
     """Continue an interrupted run exactly where it stopped (``cnnkit train resume=RUN``).
@@ -615,6 +624,7 @@ def resume(
         run_dir: The run folder.
         build: As in :func:`train` (``cnnkit.transfer.resume`` passes its own).
         plan: As in :func:`train`.
+        after: As in :func:`train`.
         **settings: Only ``epochs`` (re-plans the schedule), ``patience``, ``verbose``,
             ``save_every`` and ``workers`` may change.
 
@@ -622,7 +632,7 @@ def resume(
         A :class:`RunResult`.
     """
     with DistContext.from_env() as ctx:
-        return _resume(run_dir, ctx, build, plan, **settings)
+        return _resume(run_dir, ctx, build, plan, after, **settings)
 
 
 def _resume(
@@ -630,6 +640,7 @@ def _resume(
     ctx: DistContext,
     build: Builder | None,
     plan: Planner | None,
+    after: After | None,
     **settings: Any,
 ) -> RunResult:
     import yaml
@@ -655,7 +666,9 @@ def _resume(
     if changes and ctx.is_main:  # config.yaml keeps describing the run as it is now planned
         text = yaml.safe_dump(saved, sort_keys=False)
         atomic_write(run / "config.yaml", lambda f: f.write(text.encode()))
-    return _fit_and_report(cfg, data, model, run, notes, resume=True, ctx=ctx, plan=plan)
+    return _fit_and_report(
+        cfg, data, model, run, notes, resume=True, ctx=ctx, plan=plan, after=after
+    )
 
 
 def _fit_and_report(
@@ -668,6 +681,7 @@ def _fit_and_report(
     resume: bool,
     ctx: DistContext,
     plan: Planner | None = None,
+    after: After | None = None,
 ) -> RunResult:
     from rich.console import Console
 
@@ -723,8 +737,27 @@ def _fit_and_report(
         atomic_write(run / "summary.txt", lambda f: f.write(text.encode()))
     for line in lines:
         say(line)
-    say(f"run saved in {run}/ (cnnkit val run={run}; cnnkit predict run={run} source=IMAGE)")
-    return RunResult(run_dir=run, fit=result, scores=scores, data=data, notes=notes + result.notes)
+    out = RunResult(run_dir=run, fit=result, scores=scores, data=data, notes=notes + result.notes)
+    if after is not None and ctx.is_main:
+        after(out)
+    nxt = f"cnnkit val run={run}; cnnkit predict run={run} source=IMAGE"
+    say(f"run saved in {run}/: {saved_files(run)} ({nxt})")
+    return out
+
+
+def saved_files(run: Path) -> str:
+    """What a run folder holds, for the last line: ``report.html, plots/, results.csv, ...``.
+
+    Args:
+        run: The run folder.
+
+    Returns:
+        The names, the page first, folders with a trailing ``/``.
+    """
+    first = ["report.html", "plots", "results.csv", "weights", "tensorboard", "config.yaml"]
+    names = [p.name for p in run.iterdir()] if run.is_dir() else []
+    order = sorted(names, key=lambda n: (first.index(n) if n in first else len(first), n))
+    return ", ".join(n + "/" if (run / n).is_dir() else n for n in order)
 
 
 def _write_skipped(run: Path, data: Data) -> str:

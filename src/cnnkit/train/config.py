@@ -14,7 +14,15 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 
-__all__ = ["AUG_OPS", "AUG_PRESETS", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "lr_factor"]
+__all__ = [
+    "AUG_OPS",
+    "AUG_PRESETS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TrainConfig",
+    "human_level",
+    "lr_factor",
+]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "inverse", "cosine", "onecycle")
@@ -55,6 +63,35 @@ AUG_PRESETS: dict[str, dict[str, float]] = {
     },
     "photo": {**_OFF, "fliplr": 0.5, "crop": 0.125, "color_shift": 0.1, "pca_color": 0.1},
 }
+
+
+def human_level(v: Any) -> float | None:
+    """A human-level error as a fraction: ``0.02``, ``"2%"`` or None (unknown).
+
+    Args:
+        v: A fraction in [0, 1), a string ``"N%"`` or None.
+
+    Returns:
+        The fraction, or None.
+
+    Raises:
+        CnnkitError: For anything else (one sentence with an example).
+    """
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none", "null")):
+        return None
+    q: Any = v
+    if isinstance(v, str):
+        t = v.strip()
+        try:
+            q = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+        except ValueError:
+            q = None
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q < 1:
+        raise CnnkitError(
+            f"human must be a human-level error as a fraction in [0, 1) or a percentage, "
+            f"got {v!r}; e.g. human=0.02 or human=2%."
+        )
+    return float(q)
 
 
 @dataclass
@@ -131,6 +168,13 @@ class TrainConfig:
         classes: Keep only these classes of the data (names or indices), e.g. ``[5, 6, 7,
             8, 9]``.
         per_class: Keep only this many training examples per class (a small labelled set).
+        report: Write ``report.html`` (and ``plots/*.png``) in the run folder when
+            ``cnnkit train`` ends; ``cnnkit report run=...`` rebuilds it.
+        human: Human-level error (a fraction such as 0.02, or ``"2%"``), the proxy for
+            Bayes error: drawn on the learning curves and used by the report's diagnosis
+            (None: unknown).
+        tensorboard: Also write TensorBoard event files (``run/tensorboard/``): the epoch
+            metrics and learning rate as scalars and a few training images.
         size: Input ``n_H`` (int or ``[n_H, n_W]``); None: the model's when it needs one,
             else the data's.
         dev: Dev split carved from train when the source has none (fraction or count).
@@ -239,6 +283,9 @@ class TrainConfig:
     cache_features: bool | str = "auto"
     classes: list[Any] | None = None
     per_class: int | None = None
+    report: bool = True
+    human: float | str | None = None
+    tensorboard: bool = False
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -451,9 +498,10 @@ class TrainConfig:
                 )
             self.classes = list(self.classes)
         num("per_class", low=1, integer=True, allow_none=True)
+        self.human = human_level(self.human)
         for key in ("dev", "test", "train_dev"):
             split(key)
-        for key in ("download", "deterministic", "exist_ok"):
+        for key in ("download", "deterministic", "exist_ok", "report", "tensorboard"):
             flag(key)
         if self.size is not None:
             s = self.size
