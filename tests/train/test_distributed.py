@@ -253,6 +253,7 @@ WRAPPER = textwrap.dedent(
 
 RUN_FILES = {
     ".launch",
+    "report.html",  # written by rank 0 alone, once the run is saved
     "config.yaml",
     "results.csv",
     "summary.txt",
@@ -308,7 +309,11 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def _files(run: Path) -> set[str]:
-    return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+    """The run's files; the page's plots (which depend on the errors made) checked apart."""
+    files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+    plots = {f for f in files if f.startswith("plots/")}
+    assert "plots/learning_curves.png" in plots and all(f.endswith(".png") for f in plots)
+    return files - plots
 
 
 def _rows(run: Path) -> list[dict[str, str]]:

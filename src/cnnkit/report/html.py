@@ -158,7 +158,7 @@ table.keys td { text-align: left; }
 .settings div { break-inside: avoid; border-bottom: 1px dotted #ddd; padding: 0.1em 0; }
 .settings .k { font-family: ui-monospace, monospace; color: #555; }
 .settings .v { font-family: ui-monospace, monospace; float: right; }
-img.small { max-width: 640px; }
+img.plot.small { max-width: 640px; }
 pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: 0.7em; overflow-x: auto;
       font-size: 0.85em; white-space: pre-wrap; }
 img.plot { max-width: 100%; height: auto; display: block; margin: 0.4em 0; }

@@ -43,6 +43,7 @@ from cnnkit.train.distributed import DistContext, rank_seed, shard_weight
 from cnnkit.train.progress import Progress
 from cnnkit.train.speed import SpeedChoice, autocast, resolve_speed
 from cnnkit.train.tasks import Classification, Task
+from cnnkit.train.tboard import MAX_IMAGES, TensorBoardLog, require_tensorboard
 
 __all__ = ["FitResult", "build_optimizer", "evaluate_model", "fit", "resolve_epochs"]
 
@@ -614,6 +615,8 @@ def _fit(
     base = (config or TrainConfig()).to_dict()
     base.update(settings)
     cfg = TrainConfig.from_dict(base, source="fit()")
+    if cfg.tensorboard and run_dir is not None:
+        require_tensorboard()  # before anything is trained or written
     task = task or Classification(cfg.loss, cfg.label_smoothing)
     meta = dict(meta or {})
     device = dist_ctx.device
@@ -782,7 +785,15 @@ def _fit(
             _collect_ranks(st, dist_ctx, aug_gen)
         checkpoint()
 
+    tb: TensorBoardLog | None = None  # TensorBoard event files (main process, run_dir)
+    shown: torch.Tensor | None = None  # the first batch, for its image grid
     try:
+        if cfg.tensorboard and run is not None and dist_ctx.is_main and st["epoch"] < epochs:
+            # on resume TensorBoard hides what an earlier writer logged from the first
+            # epoch trained now on (written before a kill outran its checkpoint); a run
+            # that starts over hides all of it
+            tb = TensorBoardLog(run, purge_step=st["epoch"] + 1 if resume else 0)
+        grab = tb is not None and not resume and st["epoch"] == 0
         with bar:
             while st["epoch"] < epochs and not stopped:
                 epoch = st["epoch"]
@@ -812,6 +823,9 @@ def _fit(
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     if to_channels_last and x.ndim == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
+                    if grab:  # once: the first batch as the network sees it (augmented)
+                        grab = False
+                        shown = x[:MAX_IMAGES].detach().to("cpu", copy=True)
                     with amp:
                         out = net(x)
                         loss = task.loss(out, y)
@@ -921,6 +935,13 @@ def _fit(
                     )
                     bar.note(notes[-1])
                 st["history"].append(row)
+                if tb is not None:  # before the checkpoint: a resume hides a repeat
+                    if shown is not None:
+                        p = train.preprocess if isinstance(train, ImageSet) else None
+                        mean, std = (p.mean, p.std) if p is not None else (None, None)
+                        tb.images(shown, "train/batch", 0, mean=mean, std=std)
+                        shown = None
+                    tb.epoch(row)
                 value = row.get(monitor, float("nan"))
                 improved = _better(value, st["best"], higher)
                 if improved:
@@ -949,6 +970,8 @@ def _fit(
         torch.use_deterministic_algorithms(prev_det)
         if best_state is not None:  # best weights at any end of training
             model.load_state_dict(best_state)
+        if tb is not None:
+            tb.close()
     return FitResult(
         model=model,
         history=st["history"],
