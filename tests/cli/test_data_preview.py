@@ -22,6 +22,7 @@ def test_preview_writes_the_same_png_for_the_same_seed(tmp_path, capsys):
     a, b, c = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
     rc, out, _ = _run(capsys, "data=digits", "aug=strong", "n=3", "k=4", f"out={a}")
     assert rc == 0 and str(a) in out and "aug=strong" in out and "shear=10" in out
+    assert out.splitlines()[-1].startswith(f"preview saved in {a} (")
     assert _run(capsys, "aug=strong", "n=3", "k=4", f"out={b}")[0] == 0  # data=digits default
     assert _run(capsys, "aug=strong", "n=3", "k=4", "seed=1", f"out={c}")[0] == 0
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b, c)]

@@ -122,6 +122,7 @@ def test_cli_export_subprocess(run, tmp_path, cnnkit_cli):
     assert r.returncode == 0, r.stderr
     assert "parity: max abs diff" in r.stdout and "over 4 images (fp32)" in r.stdout
     assert str(out) in r.stdout and out.is_file()
+    assert r.stdout.splitlines()[-1].startswith(f"model saved in {out} (cnnkit predict model=")
 
 
 def test_cli_export_mistakes(run, tmp_path, capsys):

@@ -255,6 +255,8 @@ def test_study_survives_sigkill_and_resumes_to_exactly_12_trials(tmp_path, monke
     best = max(done, key=lambda t: t.value)
     assert "best 5 of 12 finished trials (maximize dev_accuracy):" in out
     assert f"best: trial {best.number}, dev_accuracy {best.value:.4g}" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("study saved in runs/tune/digits/: trials.csv, tune.png, trial runs ")
     folder = tmp_path / "runs" / "tune" / "digits"
     assert (folder / "tune.png").read_bytes()[:8] == PNG
     rows = (folder / "trials.csv").read_text().splitlines()
@@ -397,6 +399,7 @@ def test_lr_find_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lr range test: " in out and "suggested lr " in out and "range " in out
     folder = tmp_path / "tune" / "lr_find"
+    assert out.strip().splitlines()[-1] == f"curve saved in {folder}/: lr_find.csv, lr_find.png"
     assert (folder / "lr_find.png").read_bytes()[:8] == PNG
     rows = (folder / "lr_find.csv").read_text().splitlines()
     assert rows[0] == "step,lr,loss,smoothed_loss" and 10 <= len(rows) <= 51

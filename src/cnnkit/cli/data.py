@@ -139,7 +139,7 @@ def preview(argv: Sequence[str]) -> int:
     ops = ", ".join(f"{o}={getattr(aug, o):g}" for o in AUG_OPS if getattr(aug, o)) or "off"
     rows = min(n, len(data.train))
     print(
-        f"wrote {out} ({grid.shape[1]}x{grid.shape[0]} px): {rows} training images of "
+        f"preview saved in {out} ({grid.shape[1]}x{grid.shape[0]} px): {rows} training images of "
         f"{source} (rows), the original and {k} augmented copies (columns), aug={cfg.aug}: "
         f"{ops}; seed={seed}"
     )

@@ -90,6 +90,7 @@ def export(argv: Sequence[str]) -> int:
                 f"{t.max_ms:>8.3f} {t.repeats:>5} {t.images_per_s:>10,.0f}"
             )
     print(
-        f"predict with: cnnkit predict model={res.path} backend=onnxruntime source=IMAGE_OR_FOLDER"
+        f"model saved in {res.path} (cnnkit predict model={res.path} backend=onnxruntime "
+        "source=IMAGE_OR_FOLDER)"
     )
     return 0

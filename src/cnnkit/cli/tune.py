@@ -141,9 +141,8 @@ def tune(argv: Sequence[str]) -> int:
         ]
         value = f"{res.metric} {b.value:.4g}"
         print(f"best: trial {b.number}, {value}: cnnkit train {' '.join(words)}")
-    print(f"study: {res.storage} (name {res.study!r}); trials.csv in {res.study_dir}/")
-    if res.plot is not None:
-        print(f"plot: {res.plot}")
+    files = "trials.csv" + (f", {Path(res.plot).name}" if res.plot is not None else "")
+    print(f"study saved in {res.study_dir}/: {files}, trial runs (optuna {res.storage})")
     return 0
 
 
@@ -190,6 +189,7 @@ def _lr_find(opts: dict[str, Any], settings: dict[str, Any]) -> int:
         w.writerow(["step", "lr", "loss", "smoothed_loss"])
         for i, (lr, raw, sm) in enumerate(zip(res.lrs, res.raw_losses, res.losses)):
             w.writerow([i, f"{lr:.6g}", f"{raw:.6g}", f"{sm:.6g}"])
-    print(f"curve: {folder / 'lr_find.csv'}" + (f"; plot: {res.plot}" if res.plot else ""))
     print(f"train with it: cnnkit train model={cfg.model} data={cfg.data} lr={res.suggestion:.2g}")
+    png = f", {Path(res.plot).name}" if res.plot else ""
+    print(f"curve saved in {folder}/: lr_find.csv{png}")
     return 0
