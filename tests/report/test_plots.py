@@ -179,6 +179,9 @@ def test_confusion_hundred_classes_is_readable_and_nan_free():
     assert fig.get_size_inches()[0] <= 12.5
     assert 4 <= ax.get_xticklabels()[0].get_fontsize() < 6
     assert ax.get_xticklabels()[0].get_rotation() == 90
+    # a 4% confusion gets 20% of the colour scale (square root), not 4%
+    norm = ax.images[0].norm
+    assert abs(float(norm(0.04)) - 0.2) < 1e-9 and abs(float(norm(1.0)) - 1.0) < 1e-9
 
 
 def test_top_losses_order_and_titles():

@@ -262,8 +262,9 @@ def plot_confusion(
 
     The colour is each row's share (a row sums to 1: the recall of its class on the
     diagonal) when ``normalize``, else the count. Up to 20 classes every cell shows its
-    count; above that only the colours, with a figure that grows with the number of
-    classes (at most 12 inches wide) and smaller tick labels (at least 4 pt), one per class.
+    count; above that only the colours, on a square-root scale so that small confusions
+    stay visible, with a figure that grows with the number of classes (at most 12 inches
+    wide) and smaller tick labels (at least 4 pt), one per class.
 
     Args:
         confusion: ``(K, K)`` counts, ``confusion[i, j]`` = examples of class ``i``
@@ -301,7 +302,12 @@ def plot_confusion(
     fig = Figure(figsize=(side, side - 0.8), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     vmax = 1.0 if normalize else max(float(c.max()), 1.0)
-    im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
+    # without numbers in the cells, a square-root colour scale keeps the few-percent
+    # confusions off the diagonal visible next to the diagonal's large shares
+    from matplotlib.colors import Normalize, PowerNorm
+
+    norm = PowerNorm(0.5, 0.0, vmax) if K > CELL_TEXT_MAX else Normalize(0.0, vmax)
+    im = ax.imshow(shown, cmap="Blues", norm=norm, interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class" if normalize else "count")
     cell_pt = (side - 1.5) * 72 / K  # points per cell, roughly
     tick_pt = max(4.0, min(10.0, 0.6 * cell_pt))
