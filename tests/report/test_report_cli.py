@@ -131,3 +131,17 @@ def test_multilabel_run_gets_per_label_scores_and_no_confusion_matrix(tmp_path):
 
     assert html.escape(ml.table()) in text  # the per-label table of cnnkit val report=true
     assert sorted(rep.plots) == ["augmentation", "filters", "learning_curves"]
+
+
+def test_training_error_of_a_large_training_set_is_measured_on_a_sample(run, monkeypatch, tmp_path):
+    """Above TRAIN_CAP training images the diagnosis uses a seeded sample, and says so."""
+    import cnnkit.report.html as page
+
+    folder, _ = run
+    monkeypatch.setattr(page, "TRAIN_CAP", 100)
+    rep = page.write_report(folder, out=tmp_path / "r.html")
+    note = "training error measured on a random 100 of the 1,258 training images"
+    assert note in rep.notes
+    text = rep.path.read_text()
+    assert "(of 100 images wrong)" in text or " of 100 images wrong)" in text
+    assert f"Note: {note}." in text

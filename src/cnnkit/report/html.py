@@ -35,6 +35,10 @@ from cnnkit.errors import CnnkitError
 __all__ = ["RunReport", "write_report"]
 
 SPLITS = ("train", "train_dev", "dev", "test")
+#: The training error of the diagnosis is measured on at most this many training images
+#: (a seeded random subset): its noise is then under 1.5 points, and a large training
+#: set does not make the page slow to build.
+TRAIN_CAP = 10_000
 SECTIONS = {
     "summary": "Summary",
     "curves": "Learning curves",
@@ -290,7 +294,17 @@ class _Page:
         self.multilabel = first.labels.ndim == 2
         if self.multilabel:
             return
-        for name, ds in self.sets.items():
+        for name, ds in list(self.sets.items()):
+            if name == "train" and len(ds) > TRAIN_CAP:
+                g = torch.Generator().manual_seed(0)
+                keep = torch.randperm(len(ds), generator=g)[:TRAIN_CAP].sort().values
+                ids = [ds.ids[i] for i in keep.tolist()] if ds.ids is not None else None
+                ds = ImageSet(ds.images[keep], ds.labels[keep], ds.preprocess, ds.name, ids)
+                self.sets[name] = ds
+                self.notes.append(
+                    f"training error measured on a random {TRAIN_CAP:,} of the "
+                    f"{len(self.data.train):,} training images"
+                )
             norm = ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
             self.outputs[name] = predict_log_probs(self.model, norm, batch=self.batch)
         self.pre = pre
@@ -416,6 +430,7 @@ class _Page:
             "Errors of the best weights measured on every split, in evaluation mode (the "
             "training error here is not the running mean of the curves)."
         )
+        head += "".join(f" Note: {n}." for n in self.notes if n.startswith("training error"))
         return f"<p>{_e(head)}</p>\n<pre>{_e(d.table())}</pre>"
 
     def _report(self) -> Any:
