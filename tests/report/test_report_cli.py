@@ -92,6 +92,7 @@ def test_saliency_plot_draws_the_input_gradient_of_the_predicted_class(run):
         (["layer=features.0"], ["goes with plot="]),
         (["human=abc"], ["human", "human=2%"]),
         (["split=deev"], ["split", "dev"]),
+        (["split=train_dev"], ["no train_dev split", "split= one of dev, test"]),
         (["plots=filters"], ["plot"]),
     ],
 )

@@ -290,6 +290,11 @@ class _Page:
             if ds is None or not len(ds):
                 continue
             self.sets[name] = ds
+        if self.split not in self.sets:
+            have = ", ".join(k for k in self.sets if k != "train") or "train"
+            raise CnnkitError(
+                f"the run's data has no {self.split} split; pass split= one of {have}."
+            )
         first = next(iter(self.sets.values()))
         self.multilabel = first.labels.ndim == 2
         if self.multilabel:
@@ -388,7 +393,7 @@ class _Page:
     def _multilabel_scores(self) -> str:
         from cnnkit.evaluate.metrics import multilabel_run_report
 
-        split = self.split if self.split in self.sets else next(iter(self.sets))
+        split = self.split
         ml = multilabel_run_report(self.run, None, split=split, batch=self.batch)
         self.notes.append("a multi-label run: per-label scores only (no confusion matrix)")
         return f"<p>Per-label scores on the {_e(split)} split:</p><pre>{_e(ml.table())}</pre>"
@@ -437,7 +442,7 @@ class _Page:
         from cnnkit.evaluate.metrics import classification_report
 
         if not hasattr(self, "_rep"):
-            name = self.split if self.split in self.outputs else "test"
+            name = self.split
             o = self.outputs[name]
             self._rep_split = name
             self._rep = classification_report(
