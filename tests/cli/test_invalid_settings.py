@@ -150,7 +150,9 @@ def results(tmp_path_factory: pytest.TempPathFactory, cnnkit_cli) -> dict[str, t
         dirs[case].mkdir()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         build = pool.submit(
-            cnnkit_cli, ["train", "epochs=1", "batch=256", "verbose=0", "name=r"], base
+            cnnkit_cli,
+            ["train", "epochs=1", "batch=256", "verbose=0", "name=r", "report=false"],
+            base,
         )
         futures = {
             c: pool.submit(cnnkit_cli, _argv(c, places), dirs[c])

@@ -391,7 +391,7 @@ def test_folder_raise_names_the_first_bad_file(tmp_path):
 def test_training_over_the_mixed_folder_writes_skipped_csv(tmp_path):
     bad, _ = mixed_folder(tmp_path / "mix")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "cnnkit.cli", "train", f"data={tmp_path / 'mix'}"]
+    cmd = [sys.executable, "-m", "cnnkit.cli", "train", f"data={tmp_path / 'mix'}", "report=false"]
     cmd += ["on_error=skip", "max_bad_fraction=0.5", "epochs=1", "verbose=0", "batch=8"]
     cp = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert cp.returncode == 0, cp.stderr

@@ -54,7 +54,7 @@ def test_mlp_layers_and_units_build_the_network_they_name():
 
 def test_a_run_keeps_its_model_options_and_is_rebuilt_from_them(tmp_path, capsys):
     args = ["model=mlp", "data=digits", "epochs=1", f"project={tmp_path}"]
-    assert main(["train", *args, "model.layers=3", "model.units=16", "name=m"]) == 0
+    assert main(["train", *args, "model.layers=3", "model.units=16", "name=m", "report=false"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("training mlp (layers=3, units=16) on digits")
     run = tmp_path / "classify" / "m"

@@ -102,7 +102,7 @@ def test_multilabel_report_matches_sklearn_on_present_entries():
 def test_cli_train_and_val_on_a_manifest(tmp_path, capsys):
     csv = d.write_scenes(tmp_path / "scenes", 90, size=32, seed=0, missing=0.3)
     runs = tmp_path / "runs"
-    args = ["train", f"data={csv}", "model=lenet5", "epochs=2", "batch=16"]
+    args = ["train", f"data={csv}", "model=lenet5", "epochs=2", "batch=16", "report=false"]
     assert main([*args, f"project={runs}", "verbose=0", "name=mt"]) == 0
     run = runs / "classify" / "mt"
     assert (run / "weights" / "best.safetensors").is_file()

@@ -94,7 +94,7 @@ def planted(
     """A real run, then payloads planted everywhere; every command tried once, concurrently."""
     root = tmp_path_factory.mktemp("planted")
     sentinel = root / "payload-ran"
-    r = cnnkit_cli(["train", "epochs=1", "batch=256", "verbose=0", "name=r"], root)
+    r = cnnkit_cli(["train", "epochs=1", "batch=256", "verbose=0", "name=r", "report=false"], root)
     assert r.returncode == 0, r.stderr
     run = root / "runs" / "classify" / "r"
     payload = _write_payload(root / "evil.pt", sentinel)

@@ -191,6 +191,7 @@ def test_preprocessing_mismatch_is_one_sentence(pretrained, tmp_path, capsys):
     with pytest.raises(CnnkitError, match="expect 1-channel inputs, the data has 3; load it with"):
         transfer.check_preprocess(pre, d.info.preprocess, "the weights")
     args = ["train", "data=digits", f"pretrained={pretrained}", "size=16", f"project={tmp_path}"]
+    args.append("report=false")
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnkit: error: pretrained=") and "\n" not in err
