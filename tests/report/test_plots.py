@@ -320,3 +320,13 @@ def test_overlay_mask_blends_classes_and_keeps_background():
         overlay_mask(image, torch.zeros(5, 7, dtype=torch.long))
     with pytest.raises(CnnkitError, match="num_classes"):
         overlay_mask(image, mask, num_classes=2)
+
+
+def test_dollar_signs_in_class_names_are_text_not_mathtext(tmp_path):
+    """A folder named like 'a$b' or '$_x$' must not break (or change) a plot's labels."""
+    c = torch.tensor([[2, 1], [0, 3]])
+    names = ["cost$", "$_{x}^{"]  # an unbalanced, invalid mathtext if read as math
+    fig = plot_confusion(c, names)
+    fig.savefig(tmp_path / "c.png")  # would raise ValueError with mathtext
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == [r"cost\$", r"\$_{x}^{"]

@@ -146,3 +146,44 @@ def test_training_error_of_a_large_training_set_is_measured_on_a_sample(run, mon
     text = rep.path.read_text()
     assert "(of 100 images wrong)" in text or " of 100 images wrong)" in text
     assert f"Note: {note}." in text
+
+
+def test_two_class_run_with_one_sigmoid_output_gets_its_page_and_saliency(tmp_path):
+    """A two-class run has one output unit; saliency is |d z / d x| whichever class."""
+    from cnnkit.report import write_report
+    from cnnkit.report.plots import saliency
+    from cnnkit.train.classify import load_run_model, train
+    from cnnkit.train.config import TrainConfig
+
+    cfg = TrainConfig(classes=[3, 8], epochs=1, lr=3e-3, dev=0.5, project=str(tmp_path), verbose=0)
+    r = train(cfg, report=False)
+    model, _ = load_run_model(r.run_dir)
+    x = torch.zeros(1, 1, 32, 32)
+    assert model(x).shape == (1, 1)  # one sigmoid output
+    rep = write_report(r.run_dir)
+    assert "saliency" in rep.sections and "errors" in rep.sections
+    xg = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    xr = xg.clone().requires_grad_(True)
+    model(xr)[0, 0].backward()
+    assert torch.allclose(saliency(model, xg[0], target=0), xr.grad[0].abs().amax(0))
+
+
+def test_a_run_without_dev_split_shows_test_and_a_rebuild_drops_stale_plots(run, tmp_path):
+    from cnnkit.report import write_report
+    from cnnkit.train.classify import train
+    from cnnkit.train.config import TrainConfig
+
+    r = train(TrainConfig(epochs=1, dev=0, project=str(tmp_path), verbose=0, report=False))
+    rep = write_report(r.run_dir)
+    assert "the run has no dev split: the test split is shown" in rep.notes
+    assert "On the test split (359 images)" in rep.path.read_text()
+    # a stale page plot (from an earlier build) does not survive a rebuild
+    stale = r.run_dir / "plots" / "saliency.png"
+    stale.write_bytes(b"old")
+    mine = r.run_dir / "plots" / "filters_features.3.png"  # a plot= file is left alone
+    mine.write_bytes(b"mine")
+    rep = write_report(r.run_dir)
+    assert stale.exists() == ("saliency" in rep.plots)
+    if stale.exists():
+        assert stale.read_bytes() != b"old"
+    assert mine.read_bytes() == b"mine"

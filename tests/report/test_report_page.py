@@ -186,8 +186,13 @@ def test_numbers_on_the_page_equal_an_independent_scoring(run, page):
     folder, _ = run
     rows = {r[0]: r for r in _table(page, "summary") if r and r[0] in ("train", "dev", "test")}
     assert set(rows) == {"train", "dev", "test"}
+    from cnnkit.train.classify import evaluate
+
     for split in ("dev", "test"):
         rep = report(folder, split=split)
+        val = evaluate(folder, split=split)  # the `cnnkit val` path (the trainer's own)
+        assert rows[split][3] == f"{100 * val['accuracy']:.2f}%"
+        assert rows[split][2] == f"{val['loss']:.4f}"
         assert rows[split][1] == f"{rep.n:,}"
         assert rows[split][3] == f"{100 * rep.accuracy:.2f}%"
         assert rows[split][2] == f"{rep.loss:.4f}"

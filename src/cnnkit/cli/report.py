@@ -74,7 +74,7 @@ def report(argv: Sequence[str]) -> int:
     rep = write_report(
         run,
         human=opts.get("human"),
-        split=str(opts.get("split", "dev")),
+        split=None if "split" not in opts else str(opts["split"]),
         gallery=opts.get("gallery", 48),
         out=opts.get("out"),
     )

@@ -35,6 +35,8 @@ from cnnkit.errors import CnnkitError
 __all__ = ["RunReport", "write_report"]
 
 SPLITS = ("train", "train_dev", "dev", "test")
+#: The plots the page writes in ``plots/`` (``plot=`` ones have other names).
+PAGE_PLOTS = ("learning_curves", "confusion", "top_losses", "saliency", "filters", "augmentation")
 #: The training error of the diagnosis is measured on at most this many training images
 #: (a seeded random subset): its noise is then under 1.5 points, and a large training
 #: set does not make the page slow to build.
@@ -198,7 +200,7 @@ def write_report(
     run: str | os.PathLike,
     *,
     human: Any = None,
-    split: str = "dev",
+    split: str | None = None,
     gallery: int = 48,
     batch: int = 256,
     out: str | os.PathLike | None = None,
@@ -210,7 +212,8 @@ def write_report(
         human: Human-level error, a fraction or ``"2%"`` (None: the run's ``human``
             setting, else unknown).
         split: The split of the confusion matrix, per-class scores and gallery
-            (``dev``, or ``test`` / ``train_dev`` / ``train``).
+            (``dev``, ``test``, ``train_dev`` or ``train``; None: ``dev``, else the
+            first of the others the run has).
         gallery: At most this many misclassified images, highest loss first.
         batch: Images per forward pass.
         out: Where to write the page (default ``run/report.html``); the PNGs go in a
@@ -229,7 +232,7 @@ def write_report(
 
     r = Path(run)
     run_config(r)  # a run folder with a readable config.yaml, before anything heavy
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         from cnnkit.errors import unknown_name
 
         raise unknown_name("split", str(split), SPLITS)
@@ -244,6 +247,8 @@ def write_report(
     plot_dir.mkdir(parents=True, exist_ok=True)
     from cnnkit.train.checkpoint import atomic_write
 
+    for name in PAGE_PLOTS:  # a rebuild must not leave plots of another split behind
+        (plot_dir / f"{name}.png").unlink(missing_ok=True)
     written = {}
     for name, png in page.plots.items():
         p = plot_dir / f"{name}.png"
@@ -262,7 +267,7 @@ class _Page:
         run: Path,
         cfg: dict[str, Any],
         human: float | None,
-        split: str,
+        split: str | None,
         gallery: int,
         batch: int,
     ) -> None:
@@ -290,6 +295,11 @@ class _Page:
             if ds is None or not len(ds):
                 continue
             self.sets[name] = ds
+        if self.split is None:  # dev, else test, else train-dev, else train
+            order = ("dev", "test", "train_dev", "train")
+            self.split = next(s for s in order if s in self.sets)
+            if self.split != "dev":
+                self.notes.append(f"the run has no dev split: the {self.split} split is shown")
         if self.split not in self.sets:
             have = ", ".join(k for k in self.sets if k != "train") or "train"
             raise CnnkitError(
@@ -299,6 +309,9 @@ class _Page:
         self.multilabel = first.labels.ndim == 2
         if self.multilabel:
             return
+        with torch.no_grad():  # a two-class net may have one (sigmoid) output
+            x0 = pre.normalize(first.images[:1])
+            self.one_output = self.model.eval()(x0).reshape(1, -1).shape[1] == 1
         for name, ds in list(self.sets.items()):
             if name == "train" and len(ds) > TRAIN_CAP:
                 g = torch.Generator().manual_seed(0)
@@ -386,7 +399,9 @@ class _Page:
         out.append(_table(["split", "images", "loss", "accuracy", "error"], srows))
         out.append(
             '<p class="sub">Loss is the mean cross-entropy -log p(true class) of the best '
-            "weights, without label smoothing; error = 1 - accuracy.</p>"
+            "weights, without label smoothing; error = 1 - accuracy."
+            + "".join(f" Note: {_e(n)}." for n in self.notes)
+            + "</p>"
         )
         return "\n".join(out)
 
@@ -429,12 +444,19 @@ class _Page:
         for name, o in self.outputs.items():
             errors[name] = float((o.log_probs.argmax(1) != o.labels).double().mean())
             counts[name] = len(o.labels)
-        d = diagnose(self.human, **errors, unit="fraction", counts=counts)
-        d.source = str(self.run)
         head = (
             "Errors of the best weights measured on every split, in evaluation mode (the "
             "training error here is not the running mean of the curves)."
         )
+        if "dev" not in errors and "test" in errors:  # the test error stands in for dev
+            errors["dev"], counts["dev"] = errors.pop("test"), counts.pop("test")
+            head += " The run has no dev split: its test error stands in for the dev error."
+        try:
+            d = diagnose(self.human, **errors, unit="fraction", counts=counts)
+        except CnnkitError as e:  # e.g. a training error alone: nothing to compare
+            self.notes.append(f"no diagnosis: {e}")
+            return None
+        d.source = str(self.run)
         head += "".join(f" Note: {n}." for n in self.notes if n.startswith("training error"))
         return f"<p>{_e(head)}</p>\n<pre>{_e(d.table())}</pre>"
 
@@ -535,7 +557,7 @@ class _Page:
 
     def _saliency(self) -> str | None:
         from cnnkit.report.filters import panels, unit_range
-        from cnnkit.report.plots import saliency
+        from cnnkit.report.plots import plain, saliency
 
         if self.multilabel:
             return None
@@ -547,12 +569,14 @@ class _Page:
         fig, axes = panels("", 2 * len(idx), 2, len(idx), (1.6, 1.6))
         for j, i in enumerate(idx):
             x = self.pre.normalize(ds.images[i : i + 1])[0]
-            sal = saliency(self.model, x, target=int(P[i].argmax()))
+            # one sigmoid output (two classes): |d z / d x| is the saliency of either
+            target = 0 if self.one_output else int(P[i].argmax())
+            sal = saliency(self.model, x, target=target)
             img = ds.images[i].float() / 255
             show = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)  # CHW -> HWC
             axes[j].imshow(show.numpy(), cmap="gray" if img.shape[0] == 1 else None)
             t, p = self.classes[int(o.labels[i])], self.classes[int(P[i].argmax())]
-            axes[j].set_title(f"true {t}\npred {p}", fontsize=8)
+            axes[j].set_title(plain(f"true {t}\npred {p}"), fontsize=8)
             axes[len(idx) + j].imshow(unit_range(sal).numpy(), cmap="hot")
         img = _plot("saliency", _png(fig), "saliency maps", self.plots, "plot small")
         say = (

@@ -46,6 +46,7 @@ __all__ = [
     "draw_boxes",
     "learning_curve_data",
     "overlay_mask",
+    "plain",
     "plot_augmentation",
     "plot_boxes",
     "plot_confusion",
@@ -226,7 +227,7 @@ def plot_learning_curves(
     n = 1 + has_acc + len(extra)
     fig = Figure(figsize=(4.5 * n, 3.6), layout="constrained")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(plain(title), fontsize=10)
     axes = [fig.add_subplot(1, n, i + 1) for i in range(n)]
     _curve_panel(axes[0], x, data, "loss", float, "loss")
     axes[0].set_title("loss", fontsize=9)
@@ -250,6 +251,18 @@ def plot_learning_curves(
 
 # ----------------------------------------------------------------------------------------
 # confusion matrix
+
+
+def plain(text: object) -> str:
+    """Text for a matplotlib label, shown as written: ``$`` does not start mathtext.
+
+    Args:
+        text: A class name, file name or title.
+
+    Returns:
+        The text with every ``$`` escaped.
+    """
+    return str(text).replace("$", r"\$")
 
 
 def plot_confusion(
@@ -290,7 +303,7 @@ def plot_confusion(
             "rows are true classes, columns predicted ones."
         )
     K = c.shape[0]
-    names = [str(i) for i in range(K)] if classes is None else [str(s) for s in classes]
+    names = [str(i) for i in range(K)] if classes is None else [plain(s) for s in classes]
     if len(names) != K:
         raise CnnkitError(
             f"classes has {len(names)} names for a {K}x{K} confusion matrix; pass one name per row."
@@ -386,7 +399,7 @@ def plot_gallery(
     """
     x = _hwc(images, "plot_gallery")
     n = len(x)
-    titles = [str(t) for t in titles]
+    titles = [plain(t) for t in titles]
     if len(titles) != n or (colors is not None and len(colors) != n):
         raise CnnkitError(
             f"plot_gallery got {n} images, {len(titles)} titles and "
@@ -591,7 +604,7 @@ def plot_saliency(image: torch.Tensor, sal: torch.Tensor, title: str = "") -> Fi
     if x.shape[0] not in (1, 3):
         x = x.float().mean(0, keepdim=True)  # (n_C, n_H, n_W) -> (1, n_H, n_W)
     shown = _hwc(x.unsqueeze(0), "plot_saliency")[0]  # (1, n_C, n_H, n_W) -> (n_H, n_W, n_C)
-    fig, axes = panels(title, 3, 1, 3, size=(2.6, 2.6))
+    fig, axes = panels(plain(title), 3, 1, 3, size=(2.6, 2.6))
     grey = x.shape[0] == 1
     kw: dict[str, Any] = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if grey else {}
     axes[0].imshow(shown[:, :, 0] if grey else shown, interpolation="nearest", **kw)
@@ -646,7 +659,7 @@ def plot_augmentation(
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(plain(title), fontsize=10)
     return fig
 
 

@@ -120,11 +120,14 @@ def _figure(
         return plot_feature_maps(model, x[0], layer)
     import torch
 
+    from cnnkit.evaluate.metrics import log_probs
     from cnnkit.report.plots import plot_saliency, saliency
 
     with torch.no_grad():
-        p = model(x).softmax(1)[0]
+        z = model(x)
+    p = log_probs(z).exp()[0]  # softmax, or (1 - p, p) for one sigmoid output
     c = int(p.argmax())
-    sal = saliency(model, x[0], target=c)
+    # one sigmoid output: |d z / d x| is the saliency of either class
+    sal = saliency(model, x[0], target=0 if z.reshape(1, -1).shape[1] == 1 else c)
     name = list(meta["classes"])[c]
     return plot_saliency(x[0], sal, title=f"{Path(image).name}: {name} ({100 * float(p[c]):.1f}%)")

@@ -585,6 +585,10 @@ def _train(
     cfg = TrainConfig.from_dict(base)
     if build is None:
         _refuse_transfer_settings(cfg)
+    if cfg.tensorboard:  # before any folder is made
+        from cnnkit.train.tboard import require_tensorboard
+
+        require_tensorboard()
     data, model, notes = (build or prepare)(cfg)
     root, name = Path(cfg.project) / "classify", cfg.name or "train"
     run = claim_run_dir(root, name, lambda: _next_run_dir(cfg), ctx)
