@@ -1,0 +1,82 @@
+"""``cnnkit detect train | val | predict | summary``: parse, validate, call one function, print."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+
+from cnnkit.cli.args import check_keys, split_args
+from cnnkit.errors import CnnkitError, did_you_mean
+
+HELP = """\
+usage: cnnkit detect train data=PATH/data.yaml [size=64 anchors=5 stride=8 epochs=30 ...]
+       cnnkit detect val run=runs/detect/NAME [data=... split=val]
+       cnnkit detect predict run=runs/detect/NAME source=IMAGE_OR_DIR [conf=0.3]
+       cnnkit detect summary run=runs/detect/NAME
+
+YOLO (v2-style, anchor boxes) on a YOLO-txt data.yaml or a COCO .json: the grid is
+S x S with S = size / stride, B = anchors anchor boxes per cell (k-means on 1 - IoU over
+the training boxes), output S x S x B x (5 + C). val prints mAP@0.5, mAP@[.5:.95] and
+per-class AP (pycocotools). predict writes predictions.json (COCO results, image_id = the
+file's stem) and predict/*.png with the boxes drawn.
+
+train settings: {settings}
+"""
+
+MODES = ("train", "val", "predict", "summary")
+
+
+def detect(argv: Sequence[str]) -> int:
+    """``cnnkit detect MODE key=value ...``."""
+    from cnnkit.detect.train import DetectConfig
+
+    keys = [f.name for f in fields(DetectConfig) if f.name != "extra"]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(HELP.format(settings=", ".join(keys)), end="")
+        return 0
+    mode, rest = argv[0], argv[1:]
+    if mode not in MODES:
+        hits = did_you_mean(mode, MODES)
+        hint = (
+            f"did you mean `cnnkit detect {hits[0]}`?"
+            if hits
+            else f"use one of {', '.join(MODES)}."
+        )
+        raise CnnkitError(f"unknown detect mode {mode!r}: {hint}")
+    pos, opts, wants_help = split_args(rest)
+    if wants_help:
+        print(HELP.format(settings=", ".join(keys)), end="")
+        return 0
+    if pos:
+        raise CnnkitError(
+            f"`cnnkit detect {mode}` takes key=value settings, got {' '.join(pos)!r}."
+        )
+    from cnnkit.detect import train as job
+
+    if mode == "train":
+        check_keys(opts, keys, "detect train")
+        job.train(**opts)
+        return 0
+    if "run" not in opts or opts["run"] is True:
+        raise CnnkitError(f"`cnnkit detect {mode}` needs run=runs/detect/NAME.")
+    if mode == "val":
+        check_keys(opts, ["run", "data", "split"], "detect val")
+        s = job.val(str(opts["run"]), opts.get("data"), opts.get("split"))
+        print(s.table())
+        return 0
+    if mode == "predict":
+        check_keys(opts, ["run", "source", "conf", "iou", "max_boxes"], "detect predict")
+        if "source" not in opts:
+            raise CnnkitError("`cnnkit detect predict` needs source=IMAGE_OR_DIR.")
+        path = job.predict(
+            str(opts["run"]),
+            str(opts["source"]),
+            score_threshold=opts.get("conf", 0.3),
+            iou_threshold=opts.get("iou"),
+            max_boxes=opts.get("max_boxes"),
+        )
+        print(f"predictions saved in {path} (boxes drawn in {path.parent / 'predict'}/)")
+        return 0
+    check_keys(opts, ["run"], "detect summary")
+    print(job.summary_text(str(opts["run"])))
+    return 0

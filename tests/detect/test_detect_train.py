@@ -1,0 +1,118 @@
+"""``cnnkit detect train | val | predict | summary`` on a tiny synthetic shapes set."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from cnnkit.cli import main
+from cnnkit.detect.train import fast_augment
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 2-epoch YOLO run on 60 synthetic 32x32 images (48 train, 12 val)."""
+    from cnnkit.detect.data import synth_shapes
+
+    root = tmp_path_factory.mktemp("det")
+    yaml_path = synth_shapes(root / "shapes", 60, size=32, seed=3)
+    args = ["detect", "train", f"data={yaml_path}", "size=32", "epochs=2", "batch=16"]
+    args += [f"project={root / 'runs'}", "verbose=0", "workers=0", "anchors=3"]
+    assert main(args) == 0
+    return root / "runs" / "detect" / "train", yaml_path, root
+
+
+def test_run_folder_and_map_parity_with_pycocotools(run, capsys):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    folder, _, _ = run
+    for name in ("config.yaml", "results.csv", "summary.txt", "val_predictions.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "weights" / "best.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["detect", "val", f"run={folder}"]) == 0
+    out = capsys.readouterr().out
+    ours = float(out.split()[1])  # "mAP@0.5 0.1234   mAP@[.5:.95] ..."
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(folder / "val_ground_truth.json"))
+        ev = COCOeval(gt, gt.loadRes(str(folder / "val_predictions.json")), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert abs(ours - ev.stats[1]) < 1e-4  # printed with 4 decimals
+
+
+def test_predict_writes_coco_results_keyed_by_file_stem(run, capsys):
+    folder, yaml_path, _ = run
+    src = yaml_path.parent / "images" / "val"
+    assert main(["detect", "predict", f"run={folder}", f"source={src}", "conf=0.0"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"predictions saved in {folder / 'predictions.json'}")
+    preds = json.loads((folder / "predictions.json").read_text())
+    stems = sorted(int(p.stem) for p in src.glob("*.png"))
+    assert {p["image_id"] for p in preds} <= set(stems) and preds
+    for p in preds:
+        _, _, w, h = p["bbox"]
+        assert 0 <= p["score"] <= 1 and w >= 0 and h >= 0 and p["category_id"] in (0, 1, 2)
+    assert sorted(int(p.stem) for p in (folder / "predict").glob("*.png")) == stems
+
+
+def test_summary_shows_grid_and_the_kmeans_anchors(run, capsys):
+    from cnnkit.detect.data import read_yolo
+    from cnnkit.detect.yolo import kmeans_anchors
+
+    folder, yaml_path, _ = run
+    assert main(["detect", "summary", f"run={folder}"]) == 0
+    out = capsys.readouterr().out
+    assert "grid S = 4 (stride 8), B = 3 anchors, C = 3 classes" in out
+    assert "output 4 x 4 x 3 x (5 + 3) = 384 numbers" in out
+    tr = read_yolo(yaml_path, "train", 32)
+    wh = torch.cat([b[:, 2:] - b[:, :2] for b in tr.boxes]) / 32
+    a = kmeans_anchors(wh, 3, seed=0) * 32
+    for k, (w, h) in enumerate(a.tolist()):
+        assert f"  {k}: {w:.1f} x {h:.1f}" in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["detect", "trian"], "did you mean `cnnkit detect train`"),
+        (["detect", "train", "data=x.yaml", "epohcs=2"], "did you mean epochs="),
+        (["detect", "train", "data=/no/such.yaml"], "/no/such.yaml"),
+        (["detect", "train", "data=d.yaml", "size=60"], "multiple of stride=8"),
+        (["detect", "val"], "run="),
+        (["detect", "predict", "run=/nope", "source=x"], "not a run folder"),
+    ],
+)
+def test_mistakes_are_one_sentence(capsys, args, words):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
+def test_fast_augment_moves_boxes_with_the_pixels():
+    img = torch.zeros(3, 32, 32)
+    img[:, 4:10, 6:16] = 1.0  # a white box x 6..16, y 4..10
+    box = torch.tensor([[6.0, 4.0, 16.0, 10.0]])
+    torch.manual_seed(0)
+    out, b, keep = fast_augment(img, box, flip=1.0, scale=0, translate=0, color=0)
+    assert torch.equal(b, torch.tensor([[16.0, 4.0, 26.0, 10.0]])) and bool(keep.all())
+    assert torch.equal(out, img.flip(-1))
+    # a shift: the white pixels' bounding box equals the moved box
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out, b, keep = fast_augment(img, box, flip=0, scale=0, translate=0.2, color=0)
+        ys, xs = torch.nonzero(out[0] == 1.0, as_tuple=True)
+        got = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+        assert torch.equal(b, got), (seed, b, got)
+    # a zoom keeps the box on the shape (up to the resampling's blur)
+    torch.manual_seed(1)
+    out, b, keep = fast_augment(img, box, flip=0, scale=0.3, translate=0, color=0)
+    ys, xs = torch.nonzero(out[0] > 0.5, as_tuple=True)
+    got = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+    assert (b[0] - got).abs().max() <= 1.0, (b, got)
