@@ -116,3 +116,18 @@ def test_fast_augment_moves_boxes_with_the_pixels():
     ys, xs = torch.nonzero(out[0] > 0.5, as_tuple=True)
     got = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
     assert (b[0] - got).abs().max() <= 1.0, (b, got)
+
+
+def test_data_synth_detect_writes_the_seeded_shapes(tmp_path, capsys):
+    from cnnkit.detect.data import read_yolo, synth_shapes
+
+    args = ["data", "synth", "detect", f"out={tmp_path / 'a'}", "n=10", "size=32", "seed=4"]
+    assert main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"shapes saved in {tmp_path / 'a'}/")
+    synth_shapes(tmp_path / "b", 10, size=32, seed=4)
+    for p in sorted((tmp_path / "b").rglob("*.*")):
+        assert (tmp_path / "a" / p.relative_to(tmp_path / "b")).read_bytes() == p.read_bytes()
+    assert len(read_yolo(tmp_path / "a" / "data.yaml", "train")) == 8
+    assert main(["data", "synth", "detect", f"out={tmp_path / 'c'}", "n=abc"]) == 2
+    assert "n must be an integer" in capsys.readouterr().err

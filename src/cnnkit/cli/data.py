@@ -1,5 +1,6 @@
-"""``cnnkit data check DIR`` (decode every file of an ImageFolder and list the bad ones) and
-``cnnkit data preview`` (a PNG grid of augmented training images)."""
+"""``cnnkit data check DIR`` (decode every file of an ImageFolder and list the bad ones),
+``cnnkit data preview`` (a PNG grid of augmented training images) and
+``cnnkit data synth detect`` (a synthetic shapes detection set)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from cnnkit.errors import CnnkitError, did_you_mean
 DATA_HELP = """\
 usage: cnnkit data check DIR [max_pixels=67108864] [channels=1|3]
        cnnkit data preview [data=digits] [aug=strong] [n=8] [k=5] [seed=0] [out=aug_preview.png]
+       cnnkit data synth detect out=DIR [n=1000] [size=64] [max_objects=4] [seed=0]
+                                [format=yolo|coco]
 
 subcommands:
   check     decode every image of an ImageFolder, as `cnnkit train data=DIR` would
   preview   write a PNG of training images and k augmented copies of each (aug=...)
+  synth     write a synthetic detection set: coloured circles, squares and triangles
+            on textured backgrounds, 1..max_objects per image, 80% train / 20% val,
+            as YOLO txt + data.yaml (format=yolo) or COCO JSON (format=coco)
 """
 
 PREVIEW_HELP = """\
@@ -46,7 +52,8 @@ exit status: 0 every file decodes, 1 bad files were found, 2 a mistake (no such
 folder, not an ImageFolder, an unknown key).
 """
 
-_SUBCOMMANDS = ("check", "preview")
+_SUBCOMMANDS = ("check", "preview", "synth")
+_SYNTH_KEYS = ["out", "n", "size", "max_objects", "seed", "format"]
 _CHECK_KEYS = ["dir", "max_pixels", "channels"]
 _PREVIEW_KEYS = ["data", "aug", "n", "k", "seed", "size", "channels", "out", "data_dir"]
 
@@ -61,7 +68,51 @@ def data(argv: Sequence[str]) -> int:
         hits = did_you_mean(sub, _SUBCOMMANDS)
         hint = f"did you mean `cnnkit data {hits[0]}`?" if hits else "run `cnnkit data --help`."
         raise CnnkitError(f"unknown data subcommand {sub!r}: {hint}")
+    if sub == "synth":
+        return synth(rest)
     return preview(rest) if sub == "preview" else check(rest)
+
+
+def synth(argv: Sequence[str]) -> int:
+    """``cnnkit data synth detect out=DIR [n=1000] [size=64] [format=yolo|coco]``."""
+    pos, opts, wants_help = split_args(argv)
+    if wants_help or not pos:
+        print(DATA_HELP, end="")
+        return 0
+    if pos != ["detect"]:
+        raise CnnkitError(
+            f"`cnnkit data synth` makes a detection set: cnnkit data synth detect out=DIR, "
+            f"got {' '.join(pos)!r}."
+        )
+    check_keys(opts, _SYNTH_KEYS, "data synth detect")
+    if "out" not in opts or opts["out"] is True:
+        raise CnnkitError("`cnnkit data synth detect` needs out=DIR (the folder to write).")
+    fmt = str(opts.get("format", "yolo"))
+    if fmt not in ("yolo", "coco"):
+        raise CnnkitError(f"format={fmt!r} is not known; use format=yolo or format=coco.")
+    for key, low, example in (
+        ("n", 1, 1000),
+        ("size", 16, 64),
+        ("max_objects", 1, 4),
+        ("seed", 0, 0),
+    ):
+        v = opts.get(key, example)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise CnnkitError(
+                f"{key} must be an integer >= {low}, got {v!r}; e.g. {key}={example}."
+            )
+    from cnnkit.detect.data import synth_shapes
+
+    path = synth_shapes(
+        str(opts["out"]),
+        opts.get("n", 1000),
+        size=opts.get("size", 64),
+        max_objects=opts.get("max_objects", 4),
+        seed=opts.get("seed", 0),
+        fmt=fmt,
+    )
+    print(f"shapes saved in {opts['out']}/ (train with: cnnkit detect train data={path})")
+    return 0
 
 
 def check(argv: Sequence[str]) -> int:
