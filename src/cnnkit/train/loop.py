@@ -642,7 +642,9 @@ def _fit(
     metrics = [f"{p}_{m}" for p in ("train", "dev") for m in ("loss", *task.metric_names)]
     if cfg.monitor not in metrics:
         raise unknown_name("monitor metric", cfg.monitor, metrics)
-    higher = not cfg.monitor.endswith("loss")
+    # the task says which of its metrics grow when better (an error or a distance shrinks)
+    name = cfg.monitor.split("_", 1)[1]
+    higher = task.higher_is_better.get(name, not cfg.monitor.endswith("loss"))
     monitor = cfg.monitor if dev is not None or cfg.monitor.startswith("train_") else "train_loss"
     if monitor != cfg.monitor:
         higher = False
