@@ -31,7 +31,13 @@ def test_run_folder_and_map_parity_with_pycocotools(run, capsys):
     from pycocotools.cocoeval import COCOeval
 
     folder, _, _ = run
-    for name in ("config.yaml", "results.csv", "summary.txt", "val_predictions.json"):
+    for name in (
+        "config.yaml",
+        "results.csv",
+        "summary.txt",
+        "val_predictions.json",
+        "pr_curves.png",
+    ):
         assert (folder / name).is_file(), name
     assert (folder / "weights" / "best.safetensors").is_file()
     capsys.readouterr()
@@ -78,10 +84,26 @@ def test_summary_shows_grid_and_the_kmeans_anchors(run, capsys):
         assert f"  {k}: {w:.1f} x {h:.1f}" in out
 
 
+def test_a_zoo_backbone_sets_the_grid(run, capsys):
+    """backbone=lenet5: its features map 32x32 to 5x5x16, so S = 5."""
+    _, yaml_path, root = run
+    args = ["detect", "train", f"data={yaml_path}", "size=32", "epochs=1", "batch=16"]
+    args += [f"project={root / 'runs'}", "verbose=0", "workers=0", "anchors=2"]
+    assert main([*args, "backbone=lenet5", "name=lenet"]) == 0
+    capsys.readouterr()
+    assert main(["detect", "summary", f"run={root / 'runs' / 'detect' / 'lenet'}"]) == 0
+    out = capsys.readouterr().out
+    assert "grid S = 5 (stride 6.4), B = 2 anchors" in out and "backbone lenet5" in out
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
         (["detect", "trian"], "did you mean `cnnkit detect train`"),
+        (
+            ["detect", "train", "data=d.yaml", "backbone=vgg1"],
+            "unknown backbone 'vgg1': did you mean",
+        ),
         (["detect", "train", "data=x.yaml", "epohcs=2"], "did you mean epochs="),
         (["detect", "train", "data=/no/such.yaml"], "/no/such.yaml"),
         (["detect", "train", "data=d.yaml", "size=60"], "multiple of stride=8"),

@@ -330,3 +330,14 @@ def test_dollar_signs_in_class_names_are_text_not_mathtext(tmp_path):
     fig.savefig(tmp_path / "c.png")  # would raise ValueError with mathtext
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == [r"cost\$", r"\$_{x}^{"]
+
+
+def test_pr_curves_draw_each_class_without_cocos_missing_points():
+    from cnnkit.report.plots import plot_pr_curves
+
+    r = np.linspace(0, 1, 5)
+    fig = plot_pr_curves(r, {"cat": [1, 1, 0.5, 0.5, -1], "dog": [1, 0.8, 0.6, 0.4, 0.2]})
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"cat (AP 0.750)", "dog (AP 0.600)"}
+    np.testing.assert_allclose(lines["cat (AP 0.750)"].get_xdata(), r[:4])
+    np.testing.assert_allclose(lines["dog (AP 0.600)"].get_ydata(), [1, 0.8, 0.6, 0.4, 0.2])

@@ -26,6 +26,17 @@ train settings: {settings}
 MODES = ("train", "val", "predict", "summary")
 
 
+def _plot(scores, path) -> None:
+    from cnnkit.report.plots import plot_pr_curves
+
+    plot_pr_curves(scores.recall, scores.precision, title="AP@0.5").savefig(path, dpi=100)
+
+
+def _pr_curves(result) -> None:
+    """After ``cnnkit detect train``: the val split's precision/recall curves as a PNG."""
+    _plot(result.scores, result.run_dir / "pr_curves.png")
+
+
 def detect(argv: Sequence[str]) -> int:
     """``cnnkit detect MODE key=value ...``."""
     from cnnkit.detect.train import DetectConfig
@@ -55,7 +66,7 @@ def detect(argv: Sequence[str]) -> int:
 
     if mode == "train":
         check_keys(opts, keys, "detect train")
-        job.train(**opts)
+        job.train(after=_pr_curves, **opts)
         return 0
     if "run" not in opts or opts["run"] is True:
         raise CnnkitError(f"`cnnkit detect {mode}` needs run=runs/detect/NAME.")
@@ -63,6 +74,11 @@ def detect(argv: Sequence[str]) -> int:
         check_keys(opts, ["run", "data", "split"], "detect val")
         s = job.val(str(opts["run"]), opts.get("data"), opts.get("split"))
         print(s.table())
+        from pathlib import Path
+
+        path = Path(str(opts["run"])) / "pr_curves_val.png"
+        _plot(s, path)
+        print(f"precision/recall curves saved in {path}")
         return 0
     if mode == "predict":
         check_keys(opts, ["run", "source", "conf", "iou", "max_boxes"], "detect predict")

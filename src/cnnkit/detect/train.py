@@ -57,9 +57,12 @@ class DetectConfig:
         data: ``data.yaml`` (YOLO txt) or a COCO ``.json`` (its images beside it).
         val: The validation split: its name in ``data.yaml`` or another COCO ``.json``.
         size: Images are resized to ``size x size``.
+        backbone: ``tiny`` (a small Darknet-like net, :func:`tiny_backbone`) or a zoo
+            model whose convolutional features are used (``vgg11``, ``mobilenet_v2``,
+            ``resnet18``, ``lenet5``, ...; the grid is then their output's size).
         anchors: ``B``, anchor boxes per cell, clustered from the training boxes.
-        stride: Down-sampling of the backbone: the grid is ``S = size / stride``.
-        width: Filters of the backbone's first convolution (doubled after each pool).
+        stride: Down-sampling of the tiny backbone: the grid is ``S = size / stride``.
+        width: Filters of the tiny backbone's first convolution (doubled after each pool).
         epochs: Passes over the training images.
         batch: Mini-batch size.
         lr: Adam's learning rate (cosine decay after one warmup epoch).
@@ -82,6 +85,7 @@ class DetectConfig:
 
     data: str = ""
     val: str = "val"
+    backbone: str = "tiny"
     size: int = 64
     anchors: int = 5
     stride: int = 8
@@ -122,7 +126,14 @@ class DetectConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
-        if self.size % self.stride:
+        if self.backbone != "tiny":
+            from cnnkit.errors import unknown_name
+            from cnnkit.models import list_models
+
+            names = list_models()
+            if self.backbone not in names:
+                raise unknown_name("backbone", str(self.backbone), ["tiny", *names])
+        if self.backbone == "tiny" and self.size % self.stride:
             raise CnnkitError(
                 f"size={self.size} is not a multiple of stride={self.stride}; e.g. size="
                 f"{max(self.stride, self.size // self.stride * self.stride)}."
@@ -300,6 +311,59 @@ def fast_augment(
     return img, b[keep], keep
 
 
+def build_backbone(
+    name: str, in_channels: int, size: int, width: int = 16, stride: int = 8
+) -> tuple[nn.Module, int]:
+    """The backbone of a YOLO run and its grid size ``S``.
+
+    Args:
+        name: ``tiny`` or a zoo model name (its ``features``, or its layers up to the
+            global pool for networks without a ``features`` block, such as ResNets).
+        in_channels: ``n_C`` of the images.
+        size: Image side (the grid is measured with one forward pass).
+        width: The tiny backbone's first filters.
+        stride: The tiny backbone's down-sampling.
+
+    Returns:
+        ``(backbone with an out_channels attribute, S)``.
+
+    Raises:
+        CnnkitError: For an unknown model, or one without a square convolutional map.
+    """
+    if name == "tiny":
+        net = tiny_backbone(in_channels, width, stride)
+    else:
+        from cnnkit.models import create
+
+        m = create(name, num_classes=2, in_channels=in_channels)
+        net = getattr(m, "features", None)
+        if net is None:  # the layers before the global pool (ResNet, GoogLeNet, ...)
+            kids = []
+            for c in m.children():
+                if isinstance(
+                    c, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
+                ):
+                    break
+                kids.append(c)
+            net = nn.Sequential(*kids)
+    try:
+        with torch.no_grad():
+            z = net.eval()(torch.zeros(1, in_channels, size, size))
+    except Exception as e:  # any failure: this backbone cannot take the size
+        raise CnnkitError(
+            f"backbone={name} cannot take {size}x{size}x{in_channels} images ({e}); try a "
+            "larger size= or backbone=tiny."
+        ) from e
+    if z.ndim != 4 or z.shape[-1] != z.shape[-2] or not len(list(net.parameters())):
+        raise CnnkitError(
+            f"backbone={name} gives no square convolutional map (output {tuple(z.shape)}); "
+            "use a convolutional model such as vgg11, mobilenet_v2, resnet18 or tiny."
+        )
+    net.train()
+    net.out_channels = int(z.shape[1])  # type: ignore[assignment]
+    return net, int(z.shape[-1])
+
+
 def _read(path: str, split: str, size: int) -> DetectionSet:
     p = Path(path)
     if p.suffix.lower() == ".json":
@@ -404,11 +468,13 @@ def score(
     return evaluate_coco(gt, preds), preds, gt
 
 
-def train(cfg: DetectConfig | None = None, **settings: Any) -> DetectRun:
+def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any) -> DetectRun:
     """Train YOLO and leave a run folder (``cnnkit detect train``).
 
     Args:
         cfg: Settings (see :class:`DetectConfig`).
+        after: ``after(result)``, called once the run is scored and saved, before the
+            last line (``cnnkit detect train`` draws the precision/recall curves with it).
         **settings: Single settings overriding ``cfg``.
 
     Returns:
@@ -439,8 +505,8 @@ def train(cfg: DetectConfig | None = None, **settings: Any) -> DetectRun:
     mean = x.mean((0, 2, 3)).tolist()
     std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
     n_C = tr.images.shape[1]
-    model = YOLO(len(tr.classes), anchors, tiny_backbone(n_C, cfg.width, cfg.stride))
-    S = cfg.size // cfg.stride
+    backbone, S = build_backbone(cfg.backbone, n_C, cfg.size, cfg.width, cfg.stride)
+    model = YOLO(len(tr.classes), anchors, backbone)
     aug = {"flip": cfg.flip, "scale": cfg.scale, "translate": cfg.translate, "color": cfg.color}
     train_set = YoloTargets(tr, S, anchors, mean, std, aug)
     dev_set = YoloTargets(va, S, anchors, mean, std, None)
@@ -454,6 +520,8 @@ def train(cfg: DetectConfig | None = None, **settings: Any) -> DetectRun:
         "task": "detect",
         "classes": list(tr.classes),
         "anchors": anchors.tolist(),
+        "backbone": cfg.backbone,
+        "grid": S,
         "stride": cfg.stride,
         "width": cfg.width,
         "preprocess": {"size": [cfg.size, cfg.size], "channels": n_C, "mean": mean, "std": std},
@@ -495,10 +563,14 @@ def train(cfg: DetectConfig | None = None, **settings: Any) -> DetectRun:
     (run / "val_ground_truth.json").write_text(json.dumps(gt))
     text = f"training {seconds:.1f} s\n" + scores.table() + "\n"
     (run / "summary.txt").write_text(text)
+    out = DetectRun(run, model, anchors, scores, res.history, seconds)
+    if after is not None:
+        after(out)
     if cfg.verbose:
         print(scores.table())
-        print(f"run saved in {run}/: weights/, results.csv, val_predictions.json, summary.txt")
-    return DetectRun(run, model, anchors, scores, res.history, seconds)
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in run.iterdir())
+        print(f"run saved in {run}/: {', '.join(names)}")
+    return out
 
 
 def load_detector(run: str | os.PathLike) -> tuple[YOLO, dict[str, Any]]:
@@ -519,11 +591,10 @@ def load_detector(run: str | os.PathLike) -> tuple[YOLO, dict[str, Any]]:
     if meta.get("task") != "detect":
         raise CnnkitError(f"{run} is not a detect run; train one with cnnkit detect train.")
     pre = meta["preprocess"]
-    model = YOLO(
-        len(meta["classes"]),
-        meta["anchors"],
-        tiny_backbone(pre["channels"], meta["width"], meta["stride"]),
+    backbone, _ = build_backbone(
+        meta.get("backbone", "tiny"), pre["channels"], pre["size"][0], meta["width"], meta["stride"]
     )
+    model = YOLO(len(meta["classes"]), meta["anchors"], backbone)
     model.load_state_dict(state)
     return model.eval(), meta
 
@@ -676,13 +747,14 @@ def summary_text(run: str | os.PathLike) -> str:
     model, meta = load_detector(r)
     cfg = yaml.safe_load((r / "config.yaml").read_text())
     n_H, n_W = meta["preprocess"]["size"]
-    S = n_H // meta["stride"]
+    S = meta.get("grid", n_H // meta["stride"])
     B, C = len(meta["anchors"]), len(meta["classes"])
     lines = [
         f"YOLO on {n_H}x{n_W}x{meta['preprocess']['channels']} images: grid S = {S} "
-        f"(stride {meta['stride']}), B = {B} anchors, C = {C} classes "
+        f"(stride {n_H / S:g}), B = {B} anchors, C = {C} classes "
         f"-> output {S} x {S} x {B} x (5 + {C}) = {S * S * B * (5 + C):,} numbers",
-        f"parameters {sum(p.numel() for p in model.parameters()):,}",
+        f"backbone {meta.get('backbone', 'tiny')}, parameters "
+        f"{sum(p.numel() for p in model.parameters()):,}",
         "anchors (k-means on 1 - IoU over the training boxes), width x height in pixels:",
     ]
     for k, (w, h) in enumerate(meta["anchors"]):

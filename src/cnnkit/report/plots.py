@@ -53,6 +53,7 @@ __all__ = [
     "plot_gallery",
     "plot_learning_curves",
     "plot_masks",
+    "plot_pr_curves",
     "plot_saliency",
     "plot_top_losses",
     "saliency",
@@ -896,4 +897,40 @@ def plot_masks(
             for k in present
         ]
         ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.7)
+    return fig
+
+
+def plot_pr_curves(
+    recall: Sequence[float], precision: dict[str, Sequence[float]], title: str = ""
+) -> Figure:
+    """Precision against recall per class (COCO's interpolated curves at IoU 0.5).
+
+    Args:
+        recall: The recall levels (COCO: 101 points, 0 to 1).
+        precision: ``{class: precision at each recall level}``; ``-1`` (COCO's "no
+            data") is left out of the line.
+        title: Figure title.
+
+    Returns:
+        The figure; each line is labelled ``class (AP x.xxx)`` with AP the mean precision.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    r = np.asarray(recall, dtype=float)
+    for name, p in precision.items():
+        p = np.asarray(p, dtype=float)
+        ok = p > -1
+        ap = float(p[ok].mean()) if ok.any() else float("nan")
+        ax.plot(r[ok], p[ok], label=plain(f"{name} (AP {ap:.3f})"))
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    if precision:
+        ax.legend(fontsize=8, loc="lower left")
+    if title:
+        ax.set_title(plain(title), fontsize=10)
     return fig
