@@ -153,3 +153,91 @@ def test_data_synth_detect_writes_the_seeded_shapes(tmp_path, capsys):
     assert len(read_yolo(tmp_path / "a" / "data.yaml", "train")) == 8
     assert main(["data", "synth", "detect", f"out={tmp_path / 'c'}", "n=abc"]) == 2
     assert "n must be an integer" in capsys.readouterr().err
+
+
+class _Oracle(torch.nn.Module):
+    """Returns the logits of the encoded truth of each image (looked up by its pixels)."""
+
+    def __init__(self, ds, anchors, S):
+        from cnnkit.detect.yolo import encode_targets
+
+        super().__init__()
+        self.truth = []
+        for i in range(len(ds)):
+            y = encode_targets(ds.boxes[i], ds.labels[i], S, anchors, len(ds.classes), (32, 48))
+            z = y.clone()
+            z[..., 0:2] = torch.logit(y[..., 0:2].clamp(1e-6, 1 - 1e-6))
+            z[..., 4] = torch.where(y[..., 4] > 0, 12.0, -12.0)
+            z[..., 5:] = y[..., 5:] * 12
+            self.truth.append(z)
+
+    def forward(self, x):
+        return torch.stack([self.truth[round(float(v))] for v in x[:, 0, 0, 0]])
+
+
+def test_a_perfect_model_scores_map_one_through_the_whole_chain():
+    """encode -> decode -> yolo_eval -> COCO files -> pycocotools: a perfect grid gives 1.0.
+
+    The images are 32 x 48 (not square) and each box is a distinct cell/anchor, so a
+    swapped axis, a wrong scale or a wrong xywh conversion would lose AP.
+    """
+    from cnnkit.detect.data import DetectionSet
+    from cnnkit.detect.train import score
+
+    boxes = [
+        torch.tensor([[2.0, 3.0, 14.0, 11.0], [30.0, 18.0, 46.0, 30.0]]),
+        torch.tensor([[20.0, 1.0, 27.0, 20.0]]),
+    ]
+    labels = [torch.tensor([0, 1]), torch.tensor([2])]
+    images = torch.zeros(2, 1, 32, 48, dtype=torch.uint8)
+    images[1] += 1  # the oracle reads the image's index from its first pixel
+    ds = DetectionSet(images, boxes, labels, ["0", "1"], ["a", "b", "c"])
+    anchors = torch.tensor([[0.2, 0.2], [0.3, 0.6]])
+    s, preds, gt = score(_Oracle(ds, anchors, 4), ds, anchors, [0.0], [1 / 255])
+    assert s.map50 == pytest.approx(1.0) and s.map > 0.9
+    assert gt["annotations"][0]["bbox"] == [2.0, 3.0, 12.0, 8.0]  # xywh
+    best = max((p for p in preds if p["image_id"] == 1), key=lambda p: p["score"])
+    assert best["bbox"] == pytest.approx([20.0, 1.0, 7.0, 19.0], abs=1e-2)
+    assert best["category_id"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["translate=2"], "translate must be in [0, 1)"),
+        (["lambda_coord=abc"], "lambda_coord must be a number"),
+        (["val=true"], "val must name a split"),
+        (["max_boxes=0"], "max_boxes must be a positive integer"),
+        (["data=train.json"], "add val=FILE.json"),
+    ],
+)
+def test_bad_settings_stop_before_any_data_is_read(capsys, args, words):
+    data = [] if any(a.startswith("data=") for a in args) else ["data=d.yaml"]
+    assert main(["detect", "train", *data, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
+def test_predict_scales_boxes_back_to_each_images_own_size(run, tmp_path, capsys):
+    """The same image stretched to twice its width: x and w double, y and h stay."""
+    from PIL import Image
+
+    folder, yaml_path, _ = run
+    src = sorted((yaml_path.parent / "images" / "val").glob("*.png"))[0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    im = Image.open(src).convert("RGB")
+    im.save(tmp_path / "a" / "1.png")
+    im.resize((64, 32), Image.NEAREST).save(tmp_path / "b" / "1.png")
+    got = {}
+    for k in ("a", "b"):
+        assert main(["detect", "predict", f"run={folder}", f"source={tmp_path / k}", "conf=0"]) == 0
+        got[k] = sorted(
+            json.loads((folder / "predictions.json").read_text()), key=lambda p: -p["score"]
+        )[:5]
+    capsys.readouterr()
+    assert got["a"] and len(got["a"]) == len(got["b"])
+    for p, q in zip(got["a"], got["b"]):
+        x, y, w, h = p["bbox"]
+        # (the two inputs differ by resampling: a few hundredths of a pixel)
+        assert q["bbox"] == pytest.approx([2 * x, y, 2 * w, h], abs=0.25)

@@ -118,9 +118,16 @@ class DetectConfig:
         Raises:
             CnnkitError: On a bad value.
         """
-        if not self.data:
+        if not self.data or not isinstance(self.data, str):
             raise CnnkitError(
                 "detect needs data=PATH/data.yaml (YOLO txt) or data=FILE.json (COCO)."
+            )
+        if not isinstance(self.val, str) or not self.val:
+            raise CnnkitError(f"val must name a split or a COCO .json file, got {self.val!r}.")
+        if self.data.lower().endswith(".json") and not self.val.lower().endswith(".json"):
+            raise CnnkitError(
+                "COCO data needs its validation split as a file: add val=FILE.json (a COCO "
+                "json of other images), or the model would be scored on its training images."
             )
         for k in self._POSITIVE:
             v = getattr(self, k)
@@ -146,6 +153,17 @@ class DetectConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise CnnkitError(f"{k} must be between 0 and 1, got {v!r}.")
+        for k in ("scale", "translate"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise CnnkitError(f"{k} must be in [0, 1), got {v!r}; e.g. {k}=0.1.")
+        for k in ("color", "lambda_coord", "lambda_noobj", "weight_decay"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise CnnkitError(f"{k} must be a number >= 0, got {v!r}.")
+        mb = self.max_boxes
+        if isinstance(mb, bool) or not isinstance(mb, int) or mb < 1:
+            raise CnnkitError(f"max_boxes must be a positive integer, got {mb!r}.")
 
 
 @dataclass
@@ -339,12 +357,13 @@ def build_backbone(
         net = getattr(m, "features", None)
         if net is None:  # the layers before the global pool (ResNet, GoogLeNet, ...)
             kids = []
-            for c in m.children():
+            for child, c in m.named_children():
                 if isinstance(
                     c, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
                 ):
                     break
-                kids.append(c)
+                if not child.startswith("aux"):  # GoogLeNet's training-only side heads
+                    kids.append(c)
             net = nn.Sequential(*kids)
     try:
         with torch.no_grad():
@@ -622,8 +641,14 @@ def val(
     cfg = yaml.safe_load((r / "config.yaml").read_text())
     model, meta = load_detector(r)
     pre = meta["preprocess"]
-    split = split or cfg.get("val", "val")
+    split = split or (cfg.get("val", "val") if data is None else "val")
     path = data or (split if str(split).endswith(".json") else cfg["data"])
+    named = str(split) == str(path) or (data is not None and split == "val")
+    if str(path).lower().endswith(".json") and not named:
+        raise CnnkitError(
+            "a COCO run is scored on a COCO file: pass split=FILE.json (or data=FILE.json), "
+            f"not split={split}."
+        )
     ds = _read(str(path), str(split), int(pre["size"][0]))
     if list(ds.classes) != list(meta["classes"]):
         raise CnnkitError(f"{path} names classes {ds.classes}, the run {meta['classes']}.")
