@@ -232,12 +232,14 @@ def test_predict_scales_boxes_back_to_each_images_own_size(run, tmp_path, capsys
     got = {}
     for k in ("a", "b"):
         assert main(["detect", "predict", f"run={folder}", f"source={tmp_path / k}", "conf=0"]) == 0
-        got[k] = sorted(
-            json.loads((folder / "predictions.json").read_text()), key=lambda p: -p["score"]
-        )[:5]
+        got[k] = json.loads((folder / "predictions.json").read_text())
     capsys.readouterr()
     assert got["a"] and len(got["a"]) == len(got["b"])
-    for p, q in zip(got["a"], got["b"]):
+    # each of the 5 best boxes of the original has its stretched twin in the other set
+    # (scores differ by resampling, so the order may too: match by position, not rank)
+    for p in sorted(got["a"], key=lambda p: -p["score"])[:5]:
         x, y, w, h = p["bbox"]
-        # (the two inputs differ by resampling: a few hundredths of a pixel)
-        assert q["bbox"] == pytest.approx([2 * x, y, 2 * w, h], abs=0.25)
+        want = torch.tensor([2 * x, y, 2 * w, h])
+        same = [q for q in got["b"] if q["category_id"] == p["category_id"]]
+        d = min(float((torch.tensor(q["bbox"]) - want).abs().max()) for q in same)
+        assert d < 0.25, (p, d)  # a few hundredths of a pixel apart
