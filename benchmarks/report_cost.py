@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _record
 
 from cnnkit.report import write_report
-from cnnkit.report.html import read_history
 from cnnkit.train.classify import train
 
 
@@ -42,7 +41,7 @@ def train_seconds(project: str, name: str, epochs: int, tensorboard: bool) -> tu
         memory_format="contiguous",
         compile=False,
     )
-    return sum(row["seconds"] for row in read_history(r.run_dir)), r.run_dir
+    return sum(row["seconds"] for row in r.fit.history), r.run_dir
 
 
 def main() -> None:

@@ -165,7 +165,9 @@ def test_two_class_run_with_one_sigmoid_output_gets_its_page_and_saliency(tmp_pa
     xg = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     xr = xg.clone().requires_grad_(True)
     model(xr)[0, 0].backward()
-    assert torch.allclose(saliency(model, xg[0], target=0), xr.grad[0].abs().amax(0))
+    want = xr.grad[0].abs().amax(0)
+    assert torch.allclose(saliency(model, xg[0], target=0), want)
+    assert torch.allclose(saliency(model, xg[0], target=1), want)  # log p1 - log p0 = z
 
 
 def test_a_run_without_dev_split_shows_test_and_a_rebuild_drops_stale_plots(run, tmp_path):

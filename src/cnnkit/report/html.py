@@ -17,7 +17,6 @@ the page of any run, with another human-level error, at any time.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import math
@@ -117,32 +116,6 @@ def _table(head: list[str] | None, rows: list[list[Any]], cls: str = "") -> str:
         out.append("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
-
-
-def read_history(run: Path) -> list[dict[str, float]]:
-    """The rows of ``results.csv`` as floats (empty when the file is missing).
-
-    Args:
-        run: The run folder.
-
-    Returns:
-        One dict per epoch.
-    """
-    path = run / "results.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for r in rows:
-        row = {}
-        for k, v in r.items():
-            try:
-                row[k] = float(v)
-            except (TypeError, ValueError):
-                row[k] = float("nan")
-        out.append(row)
-    return out
 
 
 CSS = """
@@ -309,9 +282,6 @@ class _Page:
         self.multilabel = first.labels.ndim == 2
         if self.multilabel:
             return
-        with torch.no_grad():  # a two-class net may have one (sigmoid) output
-            x0 = pre.normalize(first.images[:1])
-            self.one_output = self.model.eval()(x0).reshape(1, -1).shape[1] == 1
         for name, ds in list(self.sets.items()):
             if name == "train" and len(ds) > TRAIN_CAP:
                 g = torch.Generator().manual_seed(0)
@@ -330,8 +300,13 @@ class _Page:
     # -- sections ----------------------------------------------------------------------
 
     def build(self) -> str:
+        from cnnkit.report.plots import learning_curve_data
+
         self._load()
-        history = read_history(self.run)
+        results = self.run / "results.csv"
+        history = learning_curve_data(results) if results.is_file() else {}
+        summary = self.run / "summary.txt"
+        self.summary_lines = summary.read_text().splitlines() if summary.is_file() else []
         parts = []
         for sid, fn in (
             ("summary", self._summary),
@@ -375,12 +350,7 @@ class _Page:
             ["data", f"{self.cfg.get('data')} ({len(self.classes)} classes)"],
             ["input", f"{size[0]} x {size[1]} x {pre.get('channels', '?')} (n_H x n_W x n_C)"],
         ]
-        summary = self.run / "summary.txt"
-        best = ""
-        if summary.is_file():
-            best = next(
-                (x for x in summary.read_text().splitlines() if x.startswith("best weights")), ""
-            )
+        best = next((x for x in self.summary_lines if x.startswith("best weights")), "")
         if best:
             rows.append(["best weights", best.removeprefix("best weights: ")])
         if self.human is not None:
@@ -413,13 +383,14 @@ class _Page:
         self.notes.append("a multi-label run: per-label scores only (no confusion matrix)")
         return f"<p>Per-label scores on the {_e(split)} split:</p><pre>{_e(ml.table())}</pre>"
 
-    def _curves(self, history: list[dict[str, float]]) -> str | None:
+    def _curves(self, history: dict[str, list[float]]) -> str | None:
         from cnnkit.report.plots import plot_learning_curves
 
         if not history:
             self.notes.append("no results.csv: no learning curves")
             return None
-        fig = plot_learning_curves(history, human=self.human)
+        rows = [dict(zip(history, v)) for v in zip(*history.values())]  # columns -> rows
+        fig = plot_learning_curves(rows, human=self.human)
         img = _plot("learning_curves", _png(fig), "learning curves", self.plots)
         say = (
             "Train and dev loss and error per epoch. The training numbers are running means "
@@ -569,9 +540,7 @@ class _Page:
         fig, axes = panels("", 2 * len(idx), 2, len(idx), (1.6, 1.6))
         for j, i in enumerate(idx):
             x = self.pre.normalize(ds.images[i : i + 1])[0]
-            # one sigmoid output (two classes): |d z / d x| is the saliency of either
-            target = 0 if self.one_output else int(P[i].argmax())
-            sal = saliency(self.model, x, target=target)
+            sal = saliency(self.model, x, target=int(P[i].argmax()))
             img = ds.images[i].float() / 255
             show = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)  # CHW -> HWC
             axes[j].imshow(show.numpy(), cmap="gray" if img.shape[0] == 1 else None)
@@ -623,20 +592,19 @@ class _Page:
             f"(aug={_e(self.cfg.get('aug'))}, as the run trained).</p>\n{img}"
         )
 
-    def _speed(self, history: list[dict[str, float]]) -> str:
+    def _speed(self, history: dict[str, list[float]]) -> str:
         rows = []
-        summary = self.run / "summary.txt"
-        lines = summary.read_text().splitlines() if summary.is_file() else []
+        lines = self.summary_lines
         chosen = [x.removeprefix("speed: ") for x in lines if x.startswith("speed: ")]
         for key in ("precision", "memory_format", "compile", "batch", "workers"):
             rows.append([key, str(self.cfg.get(key))])
-        if history:
-            ips = [r["img_per_s"] for r in history if not math.isnan(r.get("img_per_s", math.nan))]
-            secs = sum(r.get("seconds", 0.0) for r in history)
-            wait = sum(r.get("data_s", 0.0) for r in history)
+        if history:  # columns of results.csv, NaN where a cell is empty
+            ips = [v for v in history.get("img_per_s", []) if not math.isnan(v)]
+            secs = float(np.nansum(history.get("seconds", [])))
+            wait = float(np.nansum(history.get("data_s", [])))
             if ips:
                 rows.append(["median images / s", f"{float(np.median(ips)):,.0f}"])
-            rows.append(["training time", f"{secs:.1f} s over {len(history)} epochs"])
+            rows.append(["training time", f"{secs:.1f} s over {len(history['epoch'])} epochs"])
             rows.append(["waiting for batches", f"{wait:.1f} s"])
         body = _table(["setting", "value"], rows)
         if chosen:

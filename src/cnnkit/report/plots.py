@@ -526,8 +526,11 @@ def saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -
     mode (its mode is restored afterwards) and the gradient is taken with respect to the
     input only: the parameters' ``.grad`` are left as they were.
 
+    A two-class net with one sigmoid output ``z`` (``(1, 1)`` scores) has classes 0 and
+    1: ``log p1 - log p0 = z``, so the map of either class is ``|d z / d x|``.
+
     Args:
-        model: A classifier returning ``(1, K)`` scores.
+        model: A classifier returning ``(1, K)`` scores (``(1, 1)``: two classes).
         image: One image as the model eats it (normalized) ``(n_C, n_H, n_W)`` or
             ``(1, n_C, n_H, n_W)``.
         target: The class whose score to explain (None: the predicted class).
@@ -566,13 +569,14 @@ def saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -
                     "use a classification model."
                 )
             K = scores.shape[1]
+            n_classes = 2 if K == 1 else K  # one sigmoid output: classes 0 and 1
             t = int(scores[0].argmax()) if target is None else _index(target)
-            if t is None or not 0 <= t < K:
+            if t is None or not 0 <= t < n_classes:
                 raise CnnkitError(
-                    f"target must be a class index from 0 to {K - 1}, got {target!r}; "
+                    f"target must be a class index from 0 to {n_classes - 1}, got {target!r}; "
                     "or None for the predicted class."
                 )
-            (grad,) = torch.autograd.grad(scores[0, t], x)
+            (grad,) = torch.autograd.grad(scores[0, 0 if K == 1 else t], x)
     finally:
         model.train(was_training)
     sal = grad[0].abs().amax(0)  # (1, n_C, n_H, n_W) -> (n_H, n_W)

@@ -127,7 +127,6 @@ def _figure(
         z = model(x)
     p = log_probs(z).exp()[0]  # softmax, or (1 - p, p) for one sigmoid output
     c = int(p.argmax())
-    # one sigmoid output: |d z / d x| is the saliency of either class
-    sal = saliency(model, x[0], target=0 if z.reshape(1, -1).shape[1] == 1 else c)
+    sal = saliency(model, x[0], target=c)
     name = list(meta["classes"])[c]
     return plot_saliency(x[0], sal, title=f"{Path(image).name}: {name} ({100 * float(p[c]):.1f}%)")
