@@ -33,6 +33,7 @@ from cnnkit.detect.metrics import (
 from cnnkit.detect.postprocess import yolo_eval
 from cnnkit.detect.yolo import YOLO, YoloLoss, decode, encode_targets, kmeans_anchors, tiny_backbone
 from cnnkit.errors import CnnkitError
+from cnnkit.train.classify import next_run_dir, saved_files
 from cnnkit.train.tasks import Task
 
 __all__ = [
@@ -394,15 +395,16 @@ def _read(path: str, split: str, size: int) -> DetectionSet:
     )
 
 
-def _next_run_dir(cfg: DetectConfig) -> Path:
-    root = Path(cfg.project) / "detect"
-    base = cfg.name or "train"
-    if not (root / base).exists():
-        return root / base
-    i = 2
-    while (root / f"{base}{i}").exists():
-        i += 1
-    return root / f"{base}{i}"
+def _run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """A detect run folder and its ``config.yaml``, refused in one sentence when not one."""
+    import yaml
+
+    r = Path(run)
+    if not (r / "config.yaml").is_file():
+        raise CnnkitError(
+            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/detect/NAME."
+        )
+    return r, yaml.safe_load((r / "config.yaml").read_text())
 
 
 def detect(
@@ -529,7 +531,7 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
     aug = {"flip": cfg.flip, "scale": cfg.scale, "translate": cfg.translate, "color": cfg.color}
     train_set = YoloTargets(tr, S, anchors, mean, std, aug)
     dev_set = YoloTargets(va, S, anchors, mean, std, None)
-    run = _next_run_dir(cfg)
+    run = next_run_dir(Path(cfg.project) / "detect", cfg.name)
     run.mkdir(parents=True, exist_ok=False)
     resolved = {**asdict(cfg), "name": run.name}
     resolved.pop("extra")
@@ -587,8 +589,7 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
         after(out)
     if cfg.verbose:
         print(scores.table())
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in run.iterdir())
-        print(f"run saved in {run}/: {', '.join(names)}")
+        print(f"run saved in {run}/: {saved_files(run)}")
     return out
 
 
@@ -631,14 +632,7 @@ def val(
     Returns:
         :class:`~cnnkit.detect.metrics.DetectionScores` from pycocotools.
     """
-    import yaml
-
-    r = Path(run)
-    if not (r / "config.yaml").is_file():
-        raise CnnkitError(
-            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/detect/NAME."
-        )
-    cfg = yaml.safe_load((r / "config.yaml").read_text())
+    r, cfg = _run_config(run)
     model, meta = load_detector(r)
     pre = meta["preprocess"]
     split = split or (cfg.get("val", "val") if data is None else "val")
@@ -687,27 +681,14 @@ def predict(
     Returns:
         The ``predictions.json`` path.
     """
-    import yaml
     from PIL import Image
     from torchvision.utils import draw_bounding_boxes
 
-    from cnnkit.data.images import IMAGE_SUFFIXES, decode_image
+    from cnnkit.data.images import decode_image
+    from cnnkit.train.classify import _image_files
 
-    r = Path(run)
-    if not (r / "config.yaml").is_file():
-        raise CnnkitError(
-            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/detect/NAME."
-        )
-    src = Path(source)
-    if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif src.is_file():
-        files = [src]
-    else:
-        raise CnnkitError(f"source={str(src)!r} is neither an image nor a folder.")
-    if not files:
-        raise CnnkitError(f"source={str(src)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    cfg = yaml.safe_load((r / "config.yaml").read_text())
+    r, cfg = _run_config(run)
+    files = _image_files(source)  # an image, or a folder's images (sorted), or one sentence
     model, meta = load_detector(r)
     pre = meta["preprocess"]
     n_H, n_W = pre["size"]
@@ -766,11 +747,8 @@ def summary_text(run: str | os.PathLike) -> str:
     Returns:
         Lines of text.
     """
-    import yaml
-
-    r = Path(run)
+    r, cfg = _run_config(run)
     model, meta = load_detector(r)
-    cfg = yaml.safe_load((r / "config.yaml").read_text())
     n_H, n_W = meta["preprocess"]["size"]
     S = meta.get("grid", n_H // meta["stride"])
     B, C = len(meta["anchors"]), len(meta["classes"])

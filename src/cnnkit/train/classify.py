@@ -80,16 +80,29 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _next_run_dir(cfg: TrainConfig) -> Path:
-    root = Path(cfg.project) / "classify"
-    base = cfg.name or "train"
+def next_run_dir(root: Path, name: str | None, exist_ok: bool = False) -> Path:
+    """The folder of a new run: ``root/name``, else ``name2``, ``name3``, ... when taken.
+
+    Args:
+        root: The task's folder of runs (``runs/classify``, ``runs/detect``).
+        name: The run's name (None: ``train``).
+        exist_ok: Reuse ``root/name`` even if it exists.
+
+    Returns:
+        The folder (not created).
+    """
+    base = name or "train"
     cand = root / base
-    if cfg.exist_ok or not cand.exists():
+    if exist_ok or not cand.exists():
         return cand
     i = 2
     while (root / f"{base}{i}").exists():
         i += 1
     return root / f"{base}{i}"
+
+
+def _next_run_dir(cfg: TrainConfig) -> Path:
+    return next_run_dir(Path(cfg.project) / "classify", cfg.name, cfg.exist_ok)
 
 
 def _native_size(kind: str, folder: Path | None) -> tuple[int, int] | None:
