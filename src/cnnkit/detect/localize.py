@@ -403,6 +403,23 @@ def localizer(num_classes: int, in_channels: int = 3, landmarks: int = 0) -> Loc
 # ----------------------------------------------------------------------------- tasks
 
 
+def _count_presence(
+    sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Add ``loss * n``, the correct ``p_c`` and ``n`` to ``sums[0:3]`` (both tasks' start).
+
+    Returns:
+        ``(outputs, targets)`` as float and detached, and ``pos`` ``(N,)``: ``p_c = 1``.
+    """
+    z, y = outputs.detach().float(), targets.float()
+    n = y.shape[0]
+    pos = y[:, 0] > 0.5  # (N,) bool
+    sums[0] += loss.detach().double() * n
+    sums[1] += ((z[:, 0] > 0) == pos).sum()
+    sums[2] += n
+    return z, y, pos
+
+
 class LocalizationTask(Task):
     """The trainer's view of classification with localization.
 
@@ -434,12 +451,7 @@ class LocalizationTask(Task):
         self, sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
     ) -> None:
         """Add ``loss * n``, correct ``p_c``, ``n``, the IoU sum, correct classes, positives."""
-        z, y = outputs.detach().float(), targets.float()
-        n = y.shape[0]
-        pos = y[:, 0] > 0.5  # (N,) bool
-        sums[0] += loss.detach().double() * n
-        sums[1] += ((z[:, 0] > 0) == pos).sum()
-        sums[2] += n
+        z, y, pos = _count_presence(sums, outputs, targets, loss)
         if pos.any():
             pred = cxcyhw_to_xyxy(torch.sigmoid(z[pos, 1:5]))  # (P, 4) xyxy
             true = cxcyhw_to_xyxy(y[pos, 1:5])  # (P, 4) xyxy
@@ -464,9 +476,8 @@ class LandmarkTask(Task):
 
     Metrics: ``accuracy`` of ``p_c`` (thresholded at 0.5); ``landmark_error``, the mean
     Euclidean distance between predicted and true landmarks, in fractions of the image
-    side, over the present landmarks of the examples with ``p_c = 1`` (lower is better;
-    the trainer's ``monitor`` treats only names ending in ``loss`` as lower-is-better, so
-    monitor ``dev_loss`` rather than this).
+    side, over the present landmarks of the examples with ``p_c = 1`` (lower is better:
+    ``monitor=dev_landmark_error`` keeps the epoch where it is lowest).
 
     Args:
         landmark_weight: See :func:`landmark_loss`.
@@ -491,12 +502,8 @@ class LandmarkTask(Task):
         self, sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
     ) -> None:
         """Add ``loss * n``, correct ``p_c``, ``n``, the distance sum and landmarks counted."""
-        z, y = outputs.detach().float(), targets.float()
+        z, y, pos = _count_presence(sums, outputs, targets, loss)
         n = y.shape[0]
-        pos = y[:, 0] > 0.5  # (N,) bool
-        sums[0] += loss.detach().double() * n
-        sums[1] += ((z[:, 0] > 0) == pos).sum()
-        sums[2] += n
         pred = torch.sigmoid(z[:, 1:]).reshape(n, -1, 2)  # (N, 2K) -> (N, K, 2)
         true = y[:, 1:].reshape(n, -1, 2)  # (N, 2K) -> (N, K, 2)
         keep = pos[:, None] & ~torch.isnan(true).any(-1)  # (N, K) bool
