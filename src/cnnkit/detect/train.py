@@ -1,4 +1,4 @@
-"""The detect job: YOLO on a YOLO-txt (``data.yaml``) or COCO dataset, through the one trainer.
+"""The detect job: YOLO (or Faster R-CNN) on a YOLO-txt (``data.yaml``) or COCO dataset.
 
 ``cnnkit detect train data=PATH/data.yaml`` calls :func:`train`: it reads the splits,
 clusters ``anchors`` anchor shapes from the training boxes (k-means on ``1 - IoU``),
@@ -6,6 +6,8 @@ builds :class:`~cnnkit.detect.yolo.YOLO`, trains it with :func:`cnnkit.train.fit
 same loop as classification: checkpoints, resume, early stopping, progress) on targets
 encoded per image after box-aware augmentation, and scores the best weights with
 pycocotools' mAP on the validation split. The run folder is ``runs/detect/NAME``.
+``model=fasterrcnn_mobilenet_v3`` trains torchvision's Faster R-CNN through the same
+trainer instead (:mod:`cnnkit.detect.rcnn`), scored the same way, for comparison.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cnnkit.detect.metrics import (
     image_ids,
 )
 from cnnkit.detect.postprocess import yolo_eval
+from cnnkit.detect.rcnn import RCNN_MODELS, RcnnTargets, RcnnTask, build_fasterrcnn, detect_rcnn
 from cnnkit.detect.yolo import YOLO, YoloLoss, decode, encode_targets, kmeans_anchors, tiny_backbone
 from cnnkit.errors import CnnkitError
 from cnnkit.train.classify import next_run_dir, saved_files
@@ -41,9 +44,11 @@ __all__ = [
     "DetectRun",
     "YoloTask",
     "detect",
+    "detections",
     "load_detector",
     "predict",
     "score",
+    "score_detections",
     "summary_text",
     "train",
     "val",
@@ -52,12 +57,18 @@ __all__ = [
 
 @dataclass
 class DetectConfig:
-    """Every setting of a YOLO run.
+    """Every setting of a detect run.
 
     Attributes:
         data: ``data.yaml`` (YOLO txt) or a COCO ``.json`` (its images beside it).
         val: The validation split: its name in ``data.yaml`` or another COCO ``.json``.
+        model: ``yolo`` (anchor-based, v2-style) or ``fasterrcnn_mobilenet_v3``
+            (torchvision's Faster R-CNN, untrained, for comparison; ``backbone``,
+            ``anchors``, ``stride``, ``width`` and the ``lambda`` weights are YOLO's and do
+            not apply to it).
         size: Images are resized to ``size x size``.
+        rcnn_size: Faster R-CNN only: the side it resizes images to inside the network
+            (its smallest anchor is 32 px, so small images are scaled up to meet it).
         backbone: ``tiny`` (a small Darknet-like net, :func:`tiny_backbone`) or a zoo
             model whose convolutional features are used (``vgg11``, ``mobilenet_v2``,
             ``resnet18``, ``lenet5``, ...; the grid is then their output's size).
@@ -86,8 +97,10 @@ class DetectConfig:
 
     data: str = ""
     val: str = "val"
+    model: str = "yolo"
     backbone: str = "tiny"
     size: int = 64
+    rcnn_size: int = 160
     anchors: int = 5
     stride: int = 8
     width: int = 16
@@ -111,7 +124,15 @@ class DetectConfig:
     verbose: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _POSITIVE: ClassVar[tuple[str, ...]] = ("size", "anchors", "stride", "width", "epochs", "batch")
+    _POSITIVE: ClassVar[tuple[str, ...]] = (
+        "size",
+        "rcnn_size",
+        "anchors",
+        "stride",
+        "width",
+        "epochs",
+        "batch",
+    )
 
     def validate(self) -> None:
         """Check every setting; one sentence per mistake.
@@ -134,6 +155,16 @@ class DetectConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
+        models = ("yolo", *RCNN_MODELS)
+        if self.model not in models:
+            from cnnkit.errors import unknown_name
+
+            raise unknown_name("model", str(self.model), list(models))
+        if self.model != "yolo" and self.backbone != "tiny":
+            raise CnnkitError(
+                f"backbone= chooses YOLO's backbone; model={self.model} has its own "
+                "(MobileNetV3): drop backbone= or use model=yolo."
+            )
         if self.backbone != "tiny":
             from cnnkit.errors import unknown_name
             from cnnkit.models import list_models
@@ -141,7 +172,7 @@ class DetectConfig:
             names = list_models()
             if self.backbone not in names:
                 raise unknown_name("backbone", str(self.backbone), ["tiny", *names])
-        if self.backbone == "tiny" and self.size % self.stride:
+        if self.model == "yolo" and self.backbone == "tiny" and self.size % self.stride:
             raise CnnkitError(
                 f"size={self.size} is not a multiple of stride={self.stride}; e.g. size="
                 f"{max(self.stride, self.size // self.stride * self.stride)}."
@@ -482,11 +513,50 @@ def score(
     Returns:
         ``(scores, COCO results list, COCO ground-truth dict)``.
     """
-    dets = detect(model, ds.images, anchors, mean, std, **kw)
+    return score_detections(detect(model, ds.images, anchors, mean, std, **kw), ds)
+
+
+def score_detections(
+    dets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], ds: DetectionSet
+) -> tuple[DetectionScores, list[dict[str, Any]], dict[str, Any]]:
+    """mAP of detections of ``ds``'s images through pycocotools.
+
+    Args:
+        dets: Per image ``(scores, boxes xyxy, classes)``, in ``ds``'s order.
+        ds: The images' ground truth.
+
+    Returns:
+        ``(scores, COCO results list, COCO ground-truth dict)``.
+    """
     ids = image_ids(list(ds.ids))
     gt = coco_ground_truth(ds.boxes, ds.labels, ids, ds.classes, tuple(ds.images.shape[2:]))
     preds = coco_predictions(dets, ids)
     return evaluate_coco(gt, preds), preds, gt
+
+
+def detections(
+    model: nn.Module, meta: dict[str, Any], images: torch.Tensor, **kw: Any
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Detections of a YOLO or Faster R-CNN run's network, whichever ``meta`` names.
+
+    Args:
+        model: The network.
+        meta: Its weights' metadata (``model``, ``anchors``, ``preprocess``).
+        images: uint8 ``(N, n_C, n_H, n_W)`` at the run's size.
+        **kw: Thresholds (``score_threshold``, ``iou_threshold``, ``max_boxes``).
+
+    Returns:
+        Per image ``(scores (K,), boxes (K, 4) absolute xyxy, classes (K,))``.
+    """
+    if meta.get("model", "yolo") in RCNN_MODELS:
+        roi = model.roi_heads  # type: ignore[union-attr]
+        roi.score_thresh = kw.get("score_threshold", roi.score_thresh)
+        roi.nms_thresh = kw.get("iou_threshold", roi.nms_thresh)
+        roi.detections_per_img = kw.get("max_boxes", roi.detections_per_img)
+        return detect_rcnn(model, images)
+    pre = meta["preprocess"]
+    anchors = torch.tensor(meta["anchors"])
+    return detect(model, images, anchors, pre["mean"], pre["std"], **kw)
 
 
 def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any) -> DetectRun:
@@ -519,34 +589,66 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
     if not tr.n_objects:
         raise CnnkitError(f"{cfg.data}: the training split has no boxes to learn from.")
     n_H, n_W = tr.images.shape[2:]
-    wh = torch.cat([b[:, 2:] - b[:, :2] for b in tr.boxes if len(b)]) / torch.tensor([n_W, n_H])
-    torch.manual_seed(cfg.seed)
-    anchors = kmeans_anchors(wh, min(cfg.anchors, len(wh)), seed=cfg.seed)
     x = tr.images.float() / 255
     mean = x.mean((0, 2, 3)).tolist()
     std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
     n_C = tr.images.shape[1]
-    backbone, S = build_backbone(cfg.backbone, n_C, cfg.size, cfg.width, cfg.stride)
-    model = YOLO(len(tr.classes), anchors, backbone)
     aug = {"flip": cfg.flip, "scale": cfg.scale, "translate": cfg.translate, "color": cfg.color}
-    train_set = YoloTargets(tr, S, anchors, mean, std, aug)
-    dev_set = YoloTargets(va, S, anchors, mean, std, None)
+    kw = {
+        "score_threshold": cfg.score_threshold,
+        "iou_threshold": cfg.iou_threshold,
+        "max_boxes": cfg.max_boxes,
+    }
+    pre = {"size": [cfg.size, cfg.size], "channels": n_C, "mean": mean, "std": std}
+    torch.manual_seed(cfg.seed)
+    task: Task
+    if cfg.model == "yolo":
+        wh = torch.cat([b[:, 2:] - b[:, :2] for b in tr.boxes if len(b)])
+        wh = wh / torch.tensor([n_W, n_H])
+        anchors = kmeans_anchors(wh, min(cfg.anchors, len(wh)), seed=cfg.seed)
+        backbone, S = build_backbone(cfg.backbone, n_C, cfg.size, cfg.width, cfg.stride)
+        model: nn.Module = YOLO(len(tr.classes), anchors, backbone)
+        train_set: Dataset = YoloTargets(tr, S, anchors, mean, std, aug)
+        dev_set: Dataset = YoloTargets(va, S, anchors, mean, std, None)
+        task = YoloTask(cfg.lambda_coord, cfg.lambda_noobj)
+        meta = {
+            "model": "yolo",
+            "task": "detect",
+            "classes": list(tr.classes),
+            "anchors": anchors.tolist(),
+            "backbone": cfg.backbone,
+            "grid": S,
+            "stride": cfg.stride,
+            "width": cfg.width,
+            "preprocess": pre,
+        }
+    else:
+        anchors = torch.zeros(0, 2)  # Faster R-CNN's anchors are its own (32-512 px, 3 ratios)
+        rgb_mean, rgb_std = (mean * 3)[:3], (std * 3)[:3]  # grey images are repeated to RGB
+        model = build_fasterrcnn(
+            cfg.model,
+            len(tr.classes),
+            rcnn_size=cfg.rcnn_size,
+            mean=rgb_mean,
+            std=rgb_std,
+            **kw,
+        )
+        M = max([1, *(len(b) for b in tr.boxes), *(len(b) for b in va.boxes)])
+        train_set, dev_set = RcnnTargets(tr, M, aug), RcnnTargets(va, M, None)
+        task = RcnnTask()
+        meta = {
+            "model": cfg.model,
+            "task": "detect",
+            "classes": list(tr.classes),
+            "rcnn_size": cfg.rcnn_size,
+            "thresholds": kw,
+            "preprocess": {**pre, "rgb_mean": rgb_mean, "rgb_std": rgb_std},
+        }
     run = next_run_dir(Path(cfg.project) / "detect", cfg.name)
     run.mkdir(parents=True, exist_ok=False)
     resolved = {**asdict(cfg), "name": run.name}
     resolved.pop("extra")
     (run / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    meta = {
-        "model": "yolo",
-        "task": "detect",
-        "classes": list(tr.classes),
-        "anchors": anchors.tolist(),
-        "backbone": cfg.backbone,
-        "grid": S,
-        "stride": cfg.stride,
-        "width": cfg.width,
-        "preprocess": {"size": [cfg.size, cfg.size], "channels": n_C, "mean": mean, "std": std},
-    }
     tc = TrainConfig(
         epochs=cfg.epochs,
         batch=cfg.batch,
@@ -568,18 +670,13 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
         train_set,
         dev_set,
         config=tc,
-        task=YoloTask(cfg.lambda_coord, cfg.lambda_noobj),
+        task=task,
         run_dir=run,
         meta=meta,
     )
     seconds = time.perf_counter() - t0
     model.eval()
-    kw = {
-        "score_threshold": cfg.score_threshold,
-        "iou_threshold": cfg.iou_threshold,
-        "max_boxes": cfg.max_boxes,
-    }
-    scores, preds, gt = score(model, va, anchors, mean, std, **kw)
+    scores, preds, gt = score_detections(detections(model, meta, va.images, **kw), va)
     (run / "val_predictions.json").write_text(json.dumps(preds))
     (run / "val_ground_truth.json").write_text(json.dumps(gt))
     text = f"training {seconds:.1f} s\n" + scores.table() + "\n"
@@ -593,8 +690,8 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
     return out
 
 
-def load_detector(run: str | os.PathLike) -> tuple[YOLO, dict[str, Any]]:
-    """Rebuild a trained YOLO from its run folder (best weights).
+def load_detector(run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained detector (YOLO or Faster R-CNN) from its run folder (best weights).
 
     Args:
         run: The run folder.
@@ -611,10 +708,25 @@ def load_detector(run: str | os.PathLike) -> tuple[YOLO, dict[str, Any]]:
     if meta.get("task") != "detect":
         raise CnnkitError(f"{run} is not a detect run; train one with cnnkit detect train.")
     pre = meta["preprocess"]
-    backbone, _ = build_backbone(
-        meta.get("backbone", "tiny"), pre["channels"], pre["size"][0], meta["width"], meta["stride"]
-    )
-    model = YOLO(len(meta["classes"]), meta["anchors"], backbone)
+    model: nn.Module
+    if meta.get("model", "yolo") in RCNN_MODELS:
+        model = build_fasterrcnn(
+            meta["model"],
+            len(meta["classes"]),
+            rcnn_size=meta["rcnn_size"],
+            mean=pre["rgb_mean"],
+            std=pre["rgb_std"],
+            **meta["thresholds"],
+        )
+    else:
+        backbone, _ = build_backbone(
+            meta.get("backbone", "tiny"),
+            pre["channels"],
+            pre["size"][0],
+            meta["width"],
+            meta["stride"],
+        )
+        model = YOLO(len(meta["classes"]), meta["anchors"], backbone)
     model.load_state_dict(state)
     return model.eval(), meta
 
@@ -646,13 +758,12 @@ def val(
     ds = _read(str(path), str(split), int(pre["size"][0]))
     if list(ds.classes) != list(meta["classes"]):
         raise CnnkitError(f"{path} names classes {ds.classes}, the run {meta['classes']}.")
-    anchors = torch.tensor(meta["anchors"])
     kw = {
         "score_threshold": cfg.get("score_threshold", 0.01),
         "iou_threshold": cfg.get("iou_threshold", 0.5),
         "max_boxes": cfg.get("max_boxes", 100),
     }
-    return score(model, ds, anchors, pre["mean"], pre["std"], **kw)[0]
+    return score_detections(detections(model, meta, ds.images, **kw), ds)[0]
 
 
 def predict(
@@ -692,7 +803,6 @@ def predict(
     model, meta = load_detector(r)
     pre = meta["preprocess"]
     n_H, n_W = pre["size"]
-    anchors = torch.tensor(meta["anchors"])
     ids = image_ids([f.stem for f in files])
     results, out_dir = [], r / "predict"
     if draw:
@@ -705,12 +815,10 @@ def predict(
             np.array(Image.fromarray(_hwc(img)).resize((n_W, n_H), Image.BILINEAR))
         )
         small = small.reshape(n_H, n_W, -1).permute(2, 0, 1)  # (n_H, n_W, n_C) -> (n_C, n_H, n_W)
-        ((scores, boxes, classes),) = detect(
+        ((scores, boxes, classes),) = detections(
             model,
+            meta,
             small[None],
-            anchors,
-            pre["mean"],
-            pre["std"],
             score_threshold=score_threshold,
             iou_threshold=iou_threshold
             if iou_threshold is not None
@@ -750,14 +858,31 @@ def summary_text(run: str | os.PathLike) -> str:
     r, cfg = _run_config(run)
     model, meta = load_detector(r)
     n_H, n_W = meta["preprocess"]["size"]
+    n_params = sum(p.numel() for p in model.parameters())
+    if meta.get("model") in RCNN_MODELS:
+        sizes = model.rpn.anchor_generator.sizes[0]  # type: ignore[union-attr]
+        ratios = model.rpn.anchor_generator.aspect_ratios[0]  # type: ignore[union-attr]
+        return "\n".join(
+            [
+                f"Faster R-CNN (torchvision's {RCNN_MODELS[meta['model']]}, MobileNetV3-Large "
+                f"+ FPN) on {n_H}x{n_W}x{meta['preprocess']['channels']} images, resized "
+                f"inside to {meta['rcnn_size']}x{meta['rcnn_size']}; parameters {n_params:,}",
+                f"region proposals: anchors of {', '.join(str(a) for a in sizes)} px x aspect "
+                f"ratios {', '.join(f'{a:g}' for a in ratios)} at every position of each "
+                "feature map; 64 regions per image sampled for the head's loss",
+                f"thresholds: score {cfg.get('score_threshold')} (mAP), IoU "
+                f"{cfg.get('iou_threshold')} (NMS, per class), at most {cfg.get('max_boxes')} "
+                "boxes per image",
+                f"classes: {', '.join(meta['classes'])} (+ background, class 0 inside torchvision)",
+            ]
+        )
     S = meta.get("grid", n_H // meta["stride"])
     B, C = len(meta["anchors"]), len(meta["classes"])
     lines = [
         f"YOLO on {n_H}x{n_W}x{meta['preprocess']['channels']} images: grid S = {S} "
         f"(stride {n_H / S:g}), B = {B} anchors, C = {C} classes "
         f"-> output {S} x {S} x {B} x (5 + {C}) = {S * S * B * (5 + C):,} numbers",
-        f"backbone {meta.get('backbone', 'tiny')}, parameters "
-        f"{sum(p.numel() for p in model.parameters()):,}",
+        f"backbone {meta.get('backbone', 'tiny')}, parameters {n_params:,}",
         "anchors (k-means on 1 - IoU over the training boxes), width x height in pixels:",
     ]
     for k, (w, h) in enumerate(meta["anchors"]):

@@ -369,7 +369,7 @@ def evaluate_model(
             else ()
         ):  # type: ignore[arg-type]
             x, y = x.to(device), y.to(device)
-            out = model(x)
+            out = task.eval_forward(model, x, y)
             task.count(sums, out.float(), y, task.eval_loss(out.float(), y))
     finally:
         model.train(was_training)
@@ -829,7 +829,7 @@ def _fit(
                         grab = False
                         shown = x[:MAX_IMAGES].detach().to("cpu", copy=True)
                     with amp:
-                        out = net(x)
+                        out = task.forward(net, x, y)
                         loss = task.loss(out, y)
                     # one decision on every process: one that skipped backward() would
                     # leave the others waiting in it

@@ -28,6 +28,24 @@ class Task:
     higher_is_better: ClassVar[dict[str, bool]] = {}
     n_sums: int = 2
 
+    def forward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training step's outputs, from which :meth:`loss` is computed.
+
+        Args:
+            net: The network (in training mode).
+            x: The batch of inputs.
+            y: The batch of targets (most networks ignore them; detectors such as
+                torchvision's Faster R-CNN need them to compute their losses).
+
+        Returns:
+            ``net(x)`` by default.
+        """
+        return net(x)
+
+    def eval_forward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The outputs on dev / test, with ``net`` in eval mode (default ``net(x)``)."""
+        return net(x)
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean loss of a batch."""
         raise NotImplementedError
