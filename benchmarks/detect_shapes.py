@@ -75,7 +75,9 @@ def main() -> None:
             f"{speed:.1f}",
             f"{map50:.3f}",
             f"{map_:.3f}",
-            "yes" if map50 >= 0.90 and seconds <= 600 else "no",
+            ("yes" if map50 >= 0.90 and seconds <= 600 else "no")
+            if args.model == "yolo"
+            else "n/a (comparison)",
         ]
     ]
     table = _record.md_table(

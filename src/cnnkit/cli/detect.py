@@ -10,6 +10,7 @@ from cnnkit.errors import CnnkitError, did_you_mean
 
 HELP = """\
 usage: cnnkit detect train data=PATH/data.yaml [size=64 anchors=5 stride=8 epochs=30 ...]
+       cnnkit detect train data=PATH/data.yaml model=fasterrcnn_mobilenet_v3 [rcnn_size=160]
        cnnkit detect val run=runs/detect/NAME [data=... split=val]
        cnnkit detect predict run=runs/detect/NAME source=IMAGE_OR_DIR [conf=0.3]
        cnnkit detect summary run=runs/detect/NAME
@@ -18,7 +19,9 @@ YOLO (v2-style, anchor boxes) on a YOLO-txt data.yaml or a COCO .json: the grid 
 S x S with S = size / stride, B = anchors anchor boxes per cell (k-means on 1 - IoU over
 the training boxes), output S x S x B x (5 + C). val prints mAP@0.5, mAP@[.5:.95] and
 per-class AP (pycocotools). predict writes predictions.json (COCO results, image_id = the
-file's stem) and predict/*.png with the boxes drawn.
+file's stem) and predict/*.png with the boxes drawn. model=fasterrcnn_mobilenet_v3
+trains torchvision's Faster R-CNN (region proposals; untrained MobileNetV3 + FPN) on the
+same data with the same trainer and scoring, for comparison.
 
 train settings: {settings}
 """

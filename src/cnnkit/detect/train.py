@@ -383,20 +383,9 @@ def build_backbone(
     if name == "tiny":
         net = tiny_backbone(in_channels, width, stride)
     else:
-        from cnnkit.models import create
+        from cnnkit.models import conv_features
 
-        m = create(name, num_classes=2, in_channels=in_channels)
-        net = getattr(m, "features", None)
-        if net is None:  # the layers before the global pool (ResNet, GoogLeNet, ...)
-            kids = []
-            for child, c in m.named_children():
-                if isinstance(
-                    c, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
-                ):
-                    break
-                if not child.startswith("aux"):  # GoogLeNet's training-only side heads
-                    kids.append(c)
-            net = nn.Sequential(*kids)
+        net = conv_features(name, in_channels)
     try:
         with torch.no_grad():
             z = net.eval()(torch.zeros(1, in_channels, size, size))

@@ -21,6 +21,7 @@ from cnnkit.models import (  # noqa: F401  (importing registers the builders)
 from cnnkit.models._base import adapt_in_channels, load_weights, read_state_dict
 from cnnkit.models._registry import (
     ModelInfo,
+    conv_features,
     create,
     get_model_info,
     list_models,
@@ -32,6 +33,7 @@ __all__ = [
     "LayerNet",
     "ModelInfo",
     "adapt_in_channels",
+    "conv_features",
     "create",
     "from_yaml",
     "get_model_info",

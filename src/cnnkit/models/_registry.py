@@ -16,7 +16,14 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 
-__all__ = ["ModelInfo", "create", "get_model_info", "list_models", "register_model"]
+__all__ = [
+    "ModelInfo",
+    "conv_features",
+    "create",
+    "get_model_info",
+    "list_models",
+    "register_model",
+]
 
 
 @dataclass(frozen=True)
@@ -252,3 +259,31 @@ def _create_from_yaml(
     if weights is not None:
         load_weights(model, weights, model_name=path)
     return model
+
+
+def conv_features(name: str, in_channels: int = 3, weights: str | None = None) -> nn.Module:
+    """A zoo model's convolutional part: its ``features``, or its layers before the global pool.
+
+    Detection grids, face embeddings and U-Net encoders are built on it. Networks without
+    a ``features`` block (ResNet, GoogLeNet) give their children up to the first global
+    pool, flatten or linear layer, leaving out GoogLeNet's training-only side heads.
+
+    Args:
+        name: A registered model name.
+        in_channels: ``n_C`` of the inputs.
+        weights: Passed to :func:`create` (a local file), or None.
+
+    Returns:
+        A module mapping ``(B, n_C, n_H, n_W)`` to a feature map ``(B, C', n_H', n_W')``.
+    """
+    m = create(name, num_classes=2, in_channels=in_channels, weights=weights)
+    net = getattr(m, "features", None)
+    if net is not None:
+        return net
+    kids = []
+    for child, c in m.named_children():
+        if isinstance(c, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)):
+            break
+        if not child.startswith("aux"):  # GoogLeNet's training-only side heads
+            kids.append(c)
+    return nn.Sequential(*kids)
