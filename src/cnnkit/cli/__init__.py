@@ -33,6 +33,7 @@ commands:
   select    best run under satisficing limits:     cnnkit select runs=A,B latency_ms=100
   tune      random search on log scales; lr_find:  cnnkit tune lr=1e-4..1:log trials=20
   detect    YOLO: train | val | predict | summary:  cnnkit detect train data=PATH/data.yaml
+  faces     embeddings, verification, recognition: cnnkit faces train data=DIR
   report    a run's report.html, or one plot:      cnnkit report run=runs/classify/NAME
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
@@ -103,6 +104,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "tune": _lazy("tune", "tune"),
         "report": _lazy("report", "report"),
         "detect": _lazy("detect", "detect"),
+        "faces": _lazy("faces", "faces"),
     }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

@@ -1,6 +1,7 @@
 """``cnnkit data check DIR`` (decode every file of an ImageFolder and list the bad ones),
-``cnnkit data preview`` (a PNG grid of augmented training images) and
-``cnnkit data synth detect`` (a synthetic shapes detection set)."""
+``cnnkit data preview`` (a PNG grid of augmented training images),
+``cnnkit data synth detect`` (a synthetic shapes detection set) and
+``cnnkit data synth faces`` (synthetic faces, one folder per person)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ usage: cnnkit data check DIR [max_pixels=67108864] [channels=1|3]
        cnnkit data preview [data=digits] [aug=strong] [n=8] [k=5] [seed=0] [out=aug_preview.png]
        cnnkit data synth detect out=DIR [n=1000] [size=64] [max_objects=4] [seed=0]
                                 [format=yolo|coco]
+       cnnkit data synth faces out=DIR [ids=40] [per_id=10] [size=64] [seed=0]
 
 subcommands:
   check     decode every image of an ImageFolder, as `cnnkit train data=DIR` would
   preview   write a PNG of training images and k augmented copies of each (aug=...)
-  synth     write a synthetic detection set: coloured circles, squares and triangles
-            on textured backgrounds, 1..max_objects per image, 80% train / 20% val,
-            as YOLO txt + data.yaml (format=yolo) or COCO JSON (format=coco)
+  synth     detect: write a synthetic detection set: coloured circles, squares and
+            triangles on textured backgrounds, 1..max_objects per image, 80% train /
+            20% val, as YOLO txt + data.yaml (format=yolo) or COCO JSON (format=coco)
+            faces: write synthetic faces, DIR/<person>/<k>.png (ids people, per_id
+            images each, size x size RGB): the person fixes the face's shape, colours
+            and hair; each image varies pose, light, expression and background
 """
 
 PREVIEW_HELP = """\
@@ -53,13 +58,15 @@ folder, not an ImageFolder, an unknown key).
 """
 
 _SUBCOMMANDS = ("check", "preview", "synth")
+_SYNTH_KINDS = ("detect", "faces")
 _SYNTH_KEYS = ["out", "n", "size", "max_objects", "seed", "format"]
+_SYNTH_FACES_KEYS = ["out", "ids", "per_id", "size", "seed"]
 _CHECK_KEYS = ["dir", "max_pixels", "channels"]
 _PREVIEW_KEYS = ["data", "aug", "n", "k", "seed", "size", "channels", "out", "data_dir"]
 
 
 def data(argv: Sequence[str]) -> int:
-    """``cnnkit data check DIR`` and ``cnnkit data preview``."""
+    """``cnnkit data check DIR``, ``cnnkit data preview`` and ``cnnkit data synth``."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(DATA_HELP, end="")
         return 0
@@ -74,16 +81,23 @@ def data(argv: Sequence[str]) -> int:
 
 
 def synth(argv: Sequence[str]) -> int:
-    """``cnnkit data synth detect out=DIR [n=1000] [size=64] [format=yolo|coco]``."""
+    """``cnnkit data synth detect out=DIR [n=1000] ...`` or ``cnnkit data synth faces out=DIR``."""
     pos, opts, wants_help = split_args(argv)
     if wants_help or not pos:
         print(DATA_HELP, end="")
         return 0
-    if pos != ["detect"]:
-        raise CnnkitError(
-            f"`cnnkit data synth` makes a detection set: cnnkit data synth detect out=DIR, "
-            f"got {' '.join(pos)!r}."
+    if len(pos) != 1 or pos[0] not in _SYNTH_KINDS:
+        hits = did_you_mean(pos[0], _SYNTH_KINDS) if len(pos) == 1 else []
+        hint = (
+            f"did you mean `cnnkit data synth {hits[0]}`?"
+            if hits
+            else "use cnnkit data synth detect out=DIR or cnnkit data synth faces out=DIR."
         )
+        raise CnnkitError(
+            f"`cnnkit data synth` makes a detection or a faces set, got {' '.join(pos)!r}: {hint}"
+        )
+    if pos == ["faces"]:
+        return _synth_faces(opts)
     check_keys(opts, _SYNTH_KEYS, "data synth detect")
     if "out" not in opts or opts["out"] is True:
         raise CnnkitError("`cnnkit data synth detect` needs out=DIR (the folder to write).")
@@ -112,6 +126,24 @@ def synth(argv: Sequence[str]) -> int:
         fmt=fmt,
     )
     print(f"shapes saved in {opts['out']}/ (train with: cnnkit detect train data={path})")
+    return 0
+
+
+def _synth_faces(opts: dict) -> int:
+    """``cnnkit data synth faces out=DIR [ids=40] [per_id=10] [size=64] [seed=0]``."""
+    check_keys(opts, _SYNTH_FACES_KEYS, "data synth faces")
+    if "out" not in opts or opts["out"] is True or opts["out"] is None:
+        raise CnnkitError("`cnnkit data synth faces` needs out=DIR (the folder to write).")
+    ids = _count(opts, "ids", 40, 1)
+    per_id = _count(opts, "per_id", 10, 1)
+    size = _count(opts, "size", 64, 32)
+    seed = _count(opts, "seed", 0, 0)
+    from cnnkit.faces.data import synth_faces
+
+    out = str(opts["out"])
+    synth_faces(out, identities=ids, per_identity=per_id, size=size, seed=seed)
+    print(f"{ids} people x {per_id} images of {size}x{size} px, seed={seed}")
+    print(f"faces saved in {out}/ (train with: cnnkit faces train data={out})")
     return 0
 
 

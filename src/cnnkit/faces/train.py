@@ -1,0 +1,619 @@
+"""The faces job: train an embedding with the triplet loss, calibrate, and recognise.
+
+``cnnkit faces train data=DIR`` reads one folder per identity, splits the *identities*
+(never images of one person) into train / dev / test, trains an
+:class:`~cnnkit.faces.model.EmbeddingNet` with :func:`cnnkit.train.fit` (the one
+trainer: checkpoints, resume, progress) on P x K batches (P persons, K images each)
+with mined triplets, then:
+
+1. calibrates the verification threshold on pairs of the *dev* identities
+   (:mod:`cnnkit.faces.verify`), and draws their ROC (``roc.png``);
+2. measures, on the *test* identities (never seen in training or calibration):
+   verification on pairs at that threshold, and one-shot identification: half of the
+   test persons are enrolled with ONE image each, their other images must be
+   recognised (top-1, and top-1 *at the threshold*: right and accepted), and the
+   images of the other half (unknown persons) must be rejected ("not recognised").
+
+The numbers go to ``summary.txt`` and ``faces.json`` in the run folder, the threshold
+to ``calibration.json`` (``cnnkit faces calibrate`` refits it on other pairs). The
+weights' metadata carries the preprocessing and the distance; their fingerprint (a
+SHA-256 of the tensors) is the model identity a recognition database
+(:mod:`cnnkit.faces.db`) checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.faces.data import FaceSet, PKGroups, read_faces, sample_pairs, split_identities
+from cnnkit.faces.losses import MINERS, batch_all_triplets, mine_triplets, triplet_loss
+from cnnkit.faces.model import build_embedder
+from cnnkit.faces.verify import (
+    METHODS,
+    METRICS,
+    Calibration,
+    calibrate,
+    distance_matrix,
+    pair_distances,
+    plot_roc,
+)
+from cnnkit.train.classify import next_run_dir, saved_files
+from cnnkit.train.tasks import Task
+
+__all__ = [
+    "Encoder",
+    "FacesConfig",
+    "FacesRun",
+    "OneShotScores",
+    "TripletTask",
+    "evaluate_one_shot",
+    "load_encoder",
+    "train",
+]
+
+
+@dataclass
+class FacesConfig:
+    """Every setting of a faces run.
+
+    Attributes:
+        data: A folder with one sub-folder of images per identity (``root/<person>/*.jpg``).
+        size: Images are resized to ``size x size``.
+        channels: 3 (RGB) or 1 (grey).
+        backbone: ``small`` (a CPU-sized ConvNet) or a zoo model (``resnet18``, ...).
+        width: The small backbone's first filters.
+        dim: Encoding size ``d``.
+        mining: Triplets per batch: ``semi_hard`` (FaceNet), ``batch_hard``, ``random``.
+        alpha: The triplet loss margin.
+        persons: ``P``, persons per batch.
+        per_person: ``K``, images of each person per batch.
+        epochs: Passes over the training identities (each pass: every identity once,
+            with ``K`` of its images).
+        lr: AdamW's learning rate (cosine decay after warmup).
+        weight_decay: AdamW's decay.
+        dev: Share of the identities held out for calibration (and the dev loss).
+        test: Share held out for the final measurements.
+        metric: ``euclidean`` or ``cosine`` distance.
+        calibrate: Threshold rule: ``eer``, ``far`` (``target_far``) or ``accuracy``.
+        target_far: The largest false-accept rate for ``calibrate=far``.
+        pairs: Dev pairs for the calibration (half same-person).
+        seed: Seed of the split, weights, order and augmentation.
+        workers: DataLoader workers (None: one per spare core).
+        project: Folder of runs (``project/faces/name``).
+        name: Run name (None: ``train``, ``train2``, ...).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+    """
+
+    data: str = ""
+    size: int = 64
+    channels: int = 3
+    backbone: str = "small"
+    width: int = 32
+    dim: int = 128
+    mining: str = "semi_hard"
+    alpha: float = 0.2
+    persons: int = 16
+    per_person: int = 4
+    epochs: int = 60
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    dev: float = 0.2
+    test: float = 0.2
+    metric: str = "euclidean"
+    calibrate: str = "eer"
+    target_far: float = 0.01
+    pairs: int = 2000
+    seed: int = 0
+    workers: int | None = None
+    project: str = "runs"
+    name: str | None = None
+    verbose: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _POSITIVE: ClassVar[tuple[str, ...]] = (
+        "size",
+        "width",
+        "dim",
+        "persons",
+        "epochs",
+        "pairs",
+    )
+
+    def validate(self) -> None:
+        """Check every setting; one sentence per mistake.
+
+        Raises:
+            CnnkitError: On a bad value.
+        """
+        if not self.data or not isinstance(self.data, str):
+            raise CnnkitError("faces train needs data=DIR (one sub-folder of images per person).")
+        for k in self._POSITIVE:
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
+        k = self.per_person
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise CnnkitError(
+                f"per_person must be an integer >= 2 (a triplet needs two images of one "
+                f"person), got {k!r}; e.g. per_person=4."
+            )
+        if self.persons < 2:
+            raise CnnkitError(
+                f"persons must be >= 2 (a triplet needs another person), got {self.persons}."
+            )
+        if self.channels not in (1, 3):
+            raise CnnkitError(f"channels must be 1 or 3, got {self.channels!r}.")
+        if self.mining not in MINERS:
+            raise unknown_name("mining", str(self.mining), MINERS)
+        if self.metric not in METRICS:
+            raise unknown_name("metric", str(self.metric), METRICS)
+        if self.calibrate not in METHODS:
+            raise unknown_name("calibrate", str(self.calibrate), METHODS)
+        if self.backbone != "small":
+            from cnnkit.models import list_models
+
+            if self.backbone not in list_models():
+                raise unknown_name("backbone", str(self.backbone), ["small", *list_models()])
+        for k2, lo, hi in (("dev", 0, 1), ("test", 0, 1), ("target_far", 0, 1)):
+            v = getattr(self, k2)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi:
+                raise CnnkitError(f"{k2} must be between 0 and 1 (exclusive), got {v!r}.")
+        if self.dev + self.test >= 1:
+            raise CnnkitError(
+                f"dev + test = {self.dev + self.test:g} leaves no identities to train on; "
+                "e.g. dev=0.2 test=0.2."
+            )
+        for k2 in ("alpha", "lr", "weight_decay"):
+            v = getattr(self, k2)
+            bad = isinstance(v, bool) or not isinstance(v, (int, float))
+            if bad or v < 0 or (k2 == "lr" and v == 0):
+                raise CnnkitError(
+                    f"{k2} must be a number {'>' if k2 == 'lr' else '>='} 0, got {v!r}."
+                )
+
+
+class TripletTask(Task):
+    """The trainer's view of triplet training on P x K batches.
+
+    A batch arrives as ``x (P, K, n_C, n_H, n_W)`` and ``y (P, K)``; :meth:`forward`
+    encodes the ``P*K`` images. The training loss is the course's triplet loss over the
+    triplets chosen by ``mining``, averaged over them (so the learning rate does not
+    depend on how many are found). The dev loss uses *every* valid triplet of the batch
+    (the same yardstick whatever the miner), and ``active`` is the share of those
+    triplets still inside the margin (``d_ap - d_an + alpha > 0``).
+
+    Args:
+        mining: ``semi_hard``, ``batch_hard`` or ``random``.
+        alpha: The margin.
+    """
+
+    metric_names = ("active",)
+    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "active": False}
+    n_sums = 4  # loss * n, n, active triplets, triplets
+
+    def __init__(self, mining: str = "semi_hard", alpha: float = 0.2) -> None:
+        self.mining, self.alpha = mining, alpha
+
+    def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Encodings of the batch's ``P*K`` images, ``(P*K, d)``."""
+        return net(x.flatten(0, 1))  # (P, K, n_C, n_H, n_W) -> (P*K, n_C, n_H, n_W)
+
+    def eval_forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """As :meth:`forward`, in eval mode."""
+        return self.forward(net, x, y)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean triplet loss over the mined triplets (0 when the batch has none)."""
+        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
+        a, p, n = mine_triplets(outputs, labels, self.mining)
+        if not len(a):
+            return outputs.sum() * 0
+        return triplet_loss(outputs[a], outputs[p], outputs[n], self.alpha, reduction="mean")
+
+    def eval_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean triplet loss over every valid triplet of the batch."""
+        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
+        a, p, n = batch_all_triplets(labels)
+        if not len(a):
+            return outputs.sum() * 0
+        return triplet_loss(outputs[a], outputs[p], outputs[n], self.alpha, reduction="mean")
+
+    def count(
+        self, sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> None:
+        """Add ``loss * P``, ``P``, the active triplets and all triplets of the batch."""
+        n = targets.shape[0]
+        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
+        a, p, q = batch_all_triplets(labels)
+        with torch.no_grad():
+            per = triplet_loss(outputs[a], outputs[p], outputs[q], self.alpha, reduction="none")
+        sums[0] += loss.double() * n
+        sums[1] += n
+        sums[2] += int((per > 0).sum())
+        sums[3] += len(a)
+
+    def summarize(self, sums: torch.Tensor) -> dict[str, float]:
+        """``{"loss", "active"}``."""
+        loss_n, n, active, total = sums.tolist()
+        return {
+            "loss": loss_n / n if n else float("nan"),
+            "active": active / total if total else float("nan"),
+        }
+
+
+class Encoder:
+    """Images to encodings with a trained network, counting every image it encodes.
+
+    Args:
+        model: The :class:`~cnnkit.faces.model.EmbeddingNet`.
+        meta: Its weights' metadata (``preprocess``, ``metric``, ``model_id``, ...).
+    """
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any]) -> None:
+        self.model, self.meta = model.eval(), meta
+        pre = meta["preprocess"]
+        self.size, self.channels = int(pre["size"][0]), int(pre["channels"])
+        self.mean = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
+        self.std = torch.tensor(pre["std"]).view(1, -1, 1, 1)
+        self.count = 0  # images encoded so far
+
+    @property
+    def dim(self) -> int:
+        """Encoding size."""
+        return int(self.meta["dim"])
+
+    def __call__(self, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+        """Encodings of uint8 ``(N, n_C, size, size)`` images, float32 ``(N, d)``."""
+        out = []
+        with torch.no_grad():
+            for k in range(0, len(images), batch):
+                x = (images[k : k + batch].float() / 255 - self.mean) / self.std
+                out.append(self.model(x).numpy().astype(np.float32))
+        self.count += len(images)
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def files(self, files: Sequence[Path]) -> np.ndarray:
+        """Encodings of image files (decoded and resized as in training)."""
+        return self(load_images(files, self.size, self.channels))
+
+
+def load_images(files: Sequence[Path], size: int, channels: int) -> torch.Tensor:
+    """Decode and resize image files as :func:`~cnnkit.faces.data.read_faces` does.
+
+    Args:
+        files: Image paths.
+        size: Side to resize to.
+        channels: 1 or 3.
+
+    Returns:
+        uint8 ``(N, n_C, size, size)``.
+    """
+    from PIL import Image
+
+    from cnnkit.data.images import decode_image
+
+    out = []
+    for f in files:
+        a = decode_image(f, channels=channels)  # (H, W, n_C) uint8; one sentence if bad
+        im = Image.fromarray(a[:, :, 0] if channels == 1 else a)
+        a = np.asarray(im.resize((size, size), Image.BILINEAR)).reshape(size, size, channels)
+        out.append(torch.from_numpy(a.copy()).permute(2, 0, 1))  # (H, W, C) -> (C, H, W)
+    return torch.stack(out) if out else torch.zeros(0, channels, size, size, dtype=torch.uint8)
+
+
+@dataclass
+class OneShotScores:
+    """One-shot identification on persons the network never saw.
+
+    Attributes:
+        enrolled: Persons enrolled, each from ONE image.
+        queries: Other images of enrolled persons.
+        top1: Share of queries whose nearest enrolled person is right.
+        top1_at_threshold: Share right AND within the threshold (recognised correctly).
+        unknown_persons: Persons not enrolled.
+        unknown_queries: Their images.
+        unknown_rejected: Share of those answered "not recognised".
+        pair_far: False-accept rate on test pairs at the threshold.
+        pair_frr: False-reject rate on test pairs.
+        pair_accuracy: Verification accuracy on test pairs.
+    """
+
+    enrolled: int
+    queries: int
+    top1: float
+    top1_at_threshold: float
+    unknown_persons: int
+    unknown_queries: int
+    unknown_rejected: float
+    pair_far: float
+    pair_frr: float
+    pair_accuracy: float
+
+    def table(self) -> str:
+        """The scores as text."""
+        return "\n".join(
+            [
+                f"one-shot identification: {self.enrolled} persons enrolled from 1 image each, "
+                f"{self.queries} queries",
+                f"  top-1 accuracy {self.top1:.2%}; at the threshold (right and accepted) "
+                f"{self.top1_at_threshold:.2%}",
+                f"  unknown persons: {self.unknown_persons}, {self.unknown_queries} images, "
+                f"{self.unknown_rejected:.2%} rejected (not recognised)",
+                f"verification on test pairs: FAR {self.pair_far:.2%}, FRR {self.pair_frr:.2%}, "
+                f"accuracy {self.pair_accuracy:.2%}",
+            ]
+        )
+
+
+def evaluate_one_shot(
+    enc: np.ndarray,
+    faces: FaceSet,
+    threshold: float,
+    metric: str = "euclidean",
+    pairs: int = 2000,
+    seed: int = 0,
+) -> OneShotScores:
+    """One-shot identification and open-set rejection on held-out identities.
+
+    The persons are split in two halves (sorted names, even / odd positions): the first
+    is enrolled with each person's first image; the rest of their images are the
+    queries; the second half are unknown persons, whose images should be rejected.
+
+    Args:
+        enc: ``(N, d)`` encodings of ``faces``' images.
+        faces: The held-out identities.
+        threshold: Accept when the distance is at most this.
+        metric: ``euclidean`` or ``cosine``.
+        pairs: Test pairs for verification rates.
+        seed: Seed of the pairs.
+
+    Returns:
+        :class:`OneShotScores`.
+    """
+    labels = faces.labels.numpy()
+    persons = sorted(set(labels.tolist()))
+    known, unknown = persons[0::2], persons[1::2]
+    gallery = [int(np.nonzero(labels == p)[0][0]) for p in known]
+    g_lab = labels[gallery]
+    is_gallery = np.zeros(len(labels), bool)
+    is_gallery[gallery] = True
+    q = np.nonzero(np.isin(labels, known) & ~is_gallery)[0]
+    u = np.nonzero(np.isin(labels, unknown))[0]
+
+    def nearest(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = distance_matrix(enc[idx], enc[gallery], metric)  # (queries, enrolled)
+        return g_lab[d.argmin(1)], d.min(1)
+
+    who, dq = nearest(q) if len(q) else (np.zeros(0), np.zeros(0))
+    right = who == labels[q]
+    _, du = nearest(u) if len(u) else (np.zeros(0), np.zeros(0))
+    i, j, same = sample_pairs(faces, pairs, seed=seed)
+    dp = pair_distances(enc[i], enc[j], metric)
+    acc = same & (dp <= threshold) | ~same & (dp > threshold)
+    return OneShotScores(
+        enrolled=len(known),
+        queries=len(q),
+        top1=float(right.mean()) if len(q) else float("nan"),
+        top1_at_threshold=float((right & (dq <= threshold)).mean()) if len(q) else float("nan"),
+        unknown_persons=len(unknown),
+        unknown_queries=len(u),
+        unknown_rejected=float((du > threshold).mean()) if len(u) else float("nan"),
+        pair_far=float((dp[~same] <= threshold).mean()),
+        pair_frr=float((dp[same] > threshold).mean()),
+        pair_accuracy=float(acc.mean()),
+    )
+
+
+@dataclass
+class FacesRun:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: The run folder.
+        model: The embedding network with the best weights (eval mode).
+        calibration: The threshold chosen on dev pairs.
+        scores: One-shot identification and verification on the test identities.
+        history: The rows of ``results.csv``.
+        seconds: Wall time of training.
+    """
+
+    run_dir: Path
+    model: nn.Module
+    calibration: Calibration
+    scores: OneShotScores
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def fingerprint_model(model: nn.Module) -> str:
+    """The model's identity: a SHA-256 over its parameter names and bytes."""
+    from cnnkit.faces.db import fingerprint
+
+    return fingerprint((k, v.detach().cpu().numpy()) for k, v in model.state_dict().items())
+
+
+def calibrate_on(
+    encoder: Encoder,
+    faces: FaceSet,
+    *,
+    method: str = "eer",
+    target_far: float = 0.01,
+    pairs: int = 2000,
+    seed: int = 0,
+) -> tuple[Calibration, np.ndarray, np.ndarray]:
+    """Fit the threshold on pairs of ``faces``.
+
+    Args:
+        encoder: The trained encoder (its ``meta["metric"]`` is the distance).
+        faces: Labelled identities (the user's own; not the training identities).
+        method: ``eer``, ``far`` or ``accuracy``.
+        target_far: For ``far``.
+        pairs: Pairs drawn (half same-person).
+        seed: Seed of the pairs.
+
+    Returns:
+        ``(calibration, pair distances, same flags)``.
+    """
+    enc = encoder(faces.images)
+    i, j, same = sample_pairs(faces, pairs, seed=seed)
+    metric = encoder.meta["metric"]
+    d = pair_distances(enc[i], enc[j], metric)
+    return calibrate(d, same, method, target_far, metric), d, same
+
+
+def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any) -> FacesRun:
+    """Train an embedding, calibrate its threshold and measure it (``cnnkit faces train``).
+
+    Args:
+        cfg: Settings (see :class:`FacesConfig`).
+        after: ``after(result)``, called once the run is measured and saved.
+        **settings: Single settings overriding ``cfg``.
+
+    Returns:
+        A :class:`FacesRun`.
+    """
+    import time
+
+    import yaml
+
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.loop import fit
+
+    base = asdict(cfg or FacesConfig())
+    base.update(settings)
+    cfg = FacesConfig(**base)
+    cfg.validate()
+    faces = read_faces(cfg.data, size=cfg.size, channels=cfg.channels)
+    tr_names, dev_names, te_names = split_identities(faces.names, cfg.dev, cfg.test, cfg.seed)
+    tr, dv, te = faces.subset(tr_names), faces.subset(dev_names), faces.subset(te_names)
+    x = tr.images.float() / 255
+    mean = x.mean((0, 2, 3)).tolist()
+    std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
+    torch.manual_seed(cfg.seed)
+    model = build_embedder(cfg.backbone, cfg.channels, cfg.dim, cfg.size, cfg.width)
+    train_set = PKGroups(tr, cfg.per_person, mean, std, augment=True)
+    dev_set = PKGroups(dv, cfg.per_person, mean, std, augment=False)
+    run = next_run_dir(Path(cfg.project) / "faces", cfg.name)
+    run.mkdir(parents=True, exist_ok=False)
+    resolved = {**asdict(cfg), "name": run.name}
+    resolved.pop("extra")
+    (run / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    meta: dict[str, Any] = {
+        "model": "embedding",
+        "task": "faces",
+        "backbone": cfg.backbone,
+        "width": cfg.width,
+        "dim": cfg.dim,
+        "metric": cfg.metric,
+        "preprocess": {
+            "size": [cfg.size, cfg.size],
+            "channels": cfg.channels,
+            "mean": mean,
+            "std": std,
+        },
+        "identities": {"train": tr_names, "dev": dev_names, "test": te_names},
+    }
+    tc = TrainConfig(
+        epochs=cfg.epochs,
+        batch=cfg.persons,
+        optimizer="adamw",
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        verbose=cfg.verbose,
+        label_smoothing=0.0,
+        aug="none",
+        precision="fp32",
+        memory_format="contiguous",
+        compile=False,
+    )
+    t0 = time.perf_counter()
+    res = fit(
+        model,
+        train_set,
+        dev_set,
+        config=tc,
+        task=TripletTask(cfg.mining, cfg.alpha),
+        run_dir=run,
+        meta=meta,
+    )
+    seconds = time.perf_counter() - t0
+    model.eval()
+    meta["model_id"] = fingerprint_model(model)
+    encoder = Encoder(model, meta)
+    cal, d, same = calibrate_on(
+        encoder,
+        dv,
+        method=cfg.calibrate,
+        target_far=cfg.target_far,
+        pairs=cfg.pairs,
+        seed=cfg.seed,
+    )
+    scores = evaluate_one_shot(
+        encoder(te.images), te, cal.threshold, cfg.metric, cfg.pairs, cfg.seed + 1
+    )
+    (run / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=2))
+    plot_roc(d, same, cal).savefig(run / "roc.png", dpi=100)
+    result = {
+        "calibration": cal.to_dict(),
+        "test": asdict(scores),
+        "seconds": seconds,
+        "mining": cfg.mining,
+    }
+    (run / "faces.json").write_text(json.dumps(result, indent=2))
+    text = f"training {seconds:.1f} s ({cfg.mining} triplets)\n{cal.line()}\n{scores.table()}\n"
+    (run / "summary.txt").write_text(text)
+    out = FacesRun(run, model, cal, scores, res.history, seconds)
+    if after is not None:
+        after(out)
+    if cfg.verbose:
+        print(text, end="")
+        print(f"run saved in {run}/: {saved_files(run)}")
+    return out
+
+
+def _run_dir(run: str | os.PathLike) -> Path:
+    r = Path(run)
+    if not (r / "weights" / "best.safetensors").is_file():
+        raise CnnkitError(
+            f"{str(r)!r} is not a faces run folder (no weights/best.safetensors); pass "
+            "run=runs/faces/NAME."
+        )
+    return r
+
+
+def load_encoder(run: str | os.PathLike) -> Encoder:
+    """The trained encoder of a faces run (best weights, with their preprocessing).
+
+    Args:
+        run: The run folder.
+
+    Returns:
+        An :class:`Encoder` (``meta`` holds ``model_id``, ``metric``, ``calibration``).
+    """
+    from cnnkit.train.checkpoint import load_weights_file
+
+    r = _run_dir(run)
+    state, meta = load_weights_file(r / "weights" / "best.safetensors")
+    if meta.get("task") != "faces":
+        raise CnnkitError(f"{str(r)!r} is not a faces run; train one with cnnkit faces train.")
+    pre = meta["preprocess"]
+    model = build_embedder(
+        meta["backbone"], pre["channels"], meta["dim"], pre["size"][0], meta["width"]
+    )
+    model.load_state_dict(state)
+    meta["model_id"] = fingerprint_model(model)
+    cal = r / "calibration.json"
+    meta["calibration"] = json.loads(cal.read_text()) if cal.is_file() else None
+    return Encoder(model.eval(), meta)
