@@ -11,7 +11,7 @@ on test pairs. The issue's bars: top-1 at the threshold >= 90% with >= 10 enroll
 persons; unknown persons rejected at the target false-accept rate.
 
     .venv/bin/python benchmarks/faces_oneshot.py
-    .venv/bin/python benchmarks/faces_oneshot.py --identities 120 --epochs 80 --no-record
+    .venv/bin/python benchmarks/faces_oneshot.py --miners semi_hard --epochs 30 --no-record
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from cnnkit.faces.data import synth_faces
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--identities", type=int, default=100)
-    ap.add_argument("--per-identity", type=int, default=10)
+    ap.add_argument("--identities", type=int, default=300)
+    ap.add_argument("--per-identity", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--miners", default="random,batch_hard,semi_hard")

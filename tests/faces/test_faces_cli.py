@@ -42,7 +42,7 @@ def test_run_numbers_are_reproduced_from_the_saved_weights(world):
     cal, _, _ = calibrate_on(enc, faces.subset(ids["dev"]), pairs=200, seed=0)
     assert cal.threshold == pytest.approx(saved["calibration"]["threshold"], abs=1e-6)
     te = faces.subset(ids["test"])
-    s = evaluate_one_shot(enc(te.images), te, cal.threshold, "euclidean", 200, 1)
+    s = evaluate_one_shot(enc(te.images), te, cal, "euclidean", 200, 1)
     assert s.top1 == pytest.approx(saved["test"]["top1"])
     assert s.unknown_rejected == pytest.approx(saved["test"]["unknown_rejected"])
     assert s.enrolled == saved["test"]["enrolled"] == (len(ids["test"]) + 1) // 2
@@ -86,7 +86,11 @@ def test_enroll_encodes_only_the_new_person_and_identify_is_brute_force(world, c
     q = enc.files([r["file"] for r in rows])
     stored = np.stack([np.frombuffer(v, "<f4") for _, v in before])
     D = distance_matrix(q, stored)
-    t = json.loads((run / "calibration.json").read_text())["threshold"]
+    from cnnkit.faces.verify import Calibration, open_set_threshold
+
+    cal = Calibration.from_dict(json.loads((run / "calibration.json").read_text()))
+    t = open_set_threshold(cal, 5)  # identification: strangers kept out with 5 enrolled
+    assert t <= cal.threshold
     for r, d in zip(rows, D):
         assert float(r["distance"]) == pytest.approx(d.min(), abs=1e-5)
         want = people[int(d.argmin())] if d.min() <= t else ""

@@ -20,7 +20,13 @@ from cnnkit.faces.losses import (
     semi_hard_triplets,
     triplet_loss,
 )
-from cnnkit.faces.verify import calibrate, distance_matrix, pair_distances, roc
+from cnnkit.faces.verify import (
+    calibrate,
+    distance_matrix,
+    open_set_threshold,
+    pair_distances,
+    roc,
+)
 
 
 def test_triplet_loss_by_hand():
@@ -178,3 +184,21 @@ def test_roc_matches_sklearn_and_the_three_thresholds():
     assert cal.auc == pytest.approx(roc_auc_score(same, -d), abs=1e-9)
     with pytest.raises(CnnkitError, match="pairs of one person and pairs of two"):
         calibrate(d[same], same[same])
+
+
+def test_open_set_threshold_keeps_strangers_out_at_the_target():
+    rng = np.random.default_rng(2)
+    same = np.r_[np.ones(2000, bool), np.zeros(200_000, bool)]
+    d = np.r_[rng.normal(0.5, 0.1, 2000), rng.normal(1.2, 0.15, 200_000)]
+    cal = calibrate(d, same, "far", target_far=0.01)
+    assert open_set_threshold(cal, 1) == pytest.approx(cal.threshold)  # 1:1 is verification
+    neg = np.sort(d[~same])
+    for N in (10, 100):
+        t = open_set_threshold(cal, N)
+        p = 1 - 0.99 ** (1 / N)  # what each of the N comparisons may let in
+        assert (neg <= t).mean() <= p < (neg <= neg[neg > t][0]).mean()
+        # new strangers, each compared with N enrolled persons: about 1% get in
+        nearest = rng.normal(1.2, 0.15, (20_000, N)).min(1)
+        assert (nearest <= t).mean() == pytest.approx(0.01, abs=0.004)
+        # while the 1:1 threshold would let in about 1 - 0.99^N of them
+        assert (nearest <= cal.threshold).mean() > 0.05

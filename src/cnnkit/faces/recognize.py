@@ -19,12 +19,13 @@ from pathlib import Path
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.faces.db import FaceDB, Match
 from cnnkit.faces.train import Encoder, calibrate_on, load_encoder
-from cnnkit.faces.verify import Calibration, plot_roc
+from cnnkit.faces.verify import Calibration, open_set_threshold, plot_roc
 
 __all__ = [
     "Verdict",
     "calibrate_run",
     "enroll",
+    "identification_threshold",
     "identify",
     "open_db",
     "verify",
@@ -162,7 +163,8 @@ def identify(
     files = _files(source)
     enc = encoder or load_encoder(run)
     with open_db(enc, db, create=False) as fdb:
-        matches = fdb.identify(enc.files(files), k=k, threshold=_threshold(fdb))
+        t = identification_threshold(fdb)
+        matches = fdb.identify(enc.files(files), k=k, threshold=t)
     rows = [(str(f), m) for f, m in zip(files, matches)]
     if out is not None:
         with open(out, "w", newline="", encoding="utf-8") as fh:
@@ -215,6 +217,27 @@ def calibrate_run(
         with open_db(enc, db, create=False) as fdb:
             fdb.set_threshold(cal.threshold, cal.to_dict())
     return cal
+
+
+def identification_threshold(fdb: FaceDB) -> float:
+    """The threshold ``identify`` uses for this database's size.
+
+    With the run's calibration stored in the database it is
+    :func:`~cnnkit.faces.verify.open_set_threshold` for ``len(fdb)`` persons (strangers
+    let in at most at the calibration's ``target_far``); a threshold set by hand is
+    used as it is.
+
+    Args:
+        fdb: The open database.
+
+    Returns:
+        The distance threshold.
+    """
+    t = _threshold(fdb)
+    cal = fdb.calibration
+    if not cal.get("low_tail"):
+        return t
+    return open_set_threshold(Calibration.from_dict({**cal, "threshold": t}), len(fdb))
 
 
 def _threshold(fdb: FaceDB) -> float:

@@ -14,6 +14,16 @@ Candidate thresholds are the midpoints between consecutive distinct distances (a
 one below the smallest, one above the largest), so a threshold never sits exactly on
 a pair's distance.
 
+Identification is not verification. Asking "is this anyone of my N enrolled persons?"
+accepts a stranger when ANY of the N distances is within the threshold, so with a
+1:1 false-accept rate ``p`` a stranger gets in with probability ``1 - (1 - p)^N``
+(about ``N p``): 26% for ``p = 1%`` and 30 persons. :func:`open_set_threshold` turns
+the target into the 1:1 rate each comparison may have, ``1 - (1 - target)^(1/N)``,
+and reads the threshold off the smallest different-person distances kept with the
+calibration, so that identification keeps strangers out at the target whatever the
+size of the database (``cnnkit faces identify`` uses it; ``verify`` is 1:1 and uses
+the calibrated threshold itself).
+
 Distances: ``euclidean`` is ``||f1 - f2||`` (on unit vectors, between 0 and 2) and
 ``cosine`` is ``1 - f1 . f2`` (between 0 and 2); on unit vectors
 ``euclidean^2 = 2 * cosine``, so both rank pairs the same way.
@@ -21,7 +31,7 @@ Distances: ``euclidean`` is ``||f1 - f2||`` (on unit vectors, between 0 and 2) a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +44,7 @@ __all__ = [
     "Calibration",
     "calibrate",
     "distance_matrix",
+    "open_set_threshold",
     "pair_distances",
     "plot_roc",
     "roc",
@@ -41,6 +52,8 @@ __all__ = [
 
 METRICS = ("euclidean", "cosine")
 METHODS = ("eer", "far", "accuracy")
+#: Different-person distances kept with a calibration (the smallest ones).
+TAIL = 5000
 
 
 def pair_distances(a: np.ndarray, b: np.ndarray, metric: str = "euclidean") -> np.ndarray:
@@ -129,9 +142,13 @@ class Calibration:
         accuracy: Share of pairs right there.
         eer: The equal error rate of these pairs (whatever the method).
         auc: Area under the ROC (TAR against FAR).
-        target_far: The FAR asked for (``far`` method), else None.
+        target_far: The false-accept rate asked for: the ``far`` method's 1:1 target,
+            and the target of identification (:func:`open_set_threshold`) for every
+            method.
         n_same: Same-person pairs used.
         n_diff: Different-person pairs used.
+        low_tail: The smallest different-person distances, sorted (at most
+            :data:`TAIL` of them), for :func:`open_set_threshold`.
     """
 
     method: str
@@ -142,9 +159,15 @@ class Calibration:
     accuracy: float
     eer: float
     auc: float
-    target_far: float | None
+    target_far: float
     n_same: int
     n_diff: int
+    low_tail: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """The calibration saved by :meth:`to_dict` (``calibration.json``)."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values."""
@@ -206,10 +229,44 @@ def calibrate(
         accuracy=float(acc[i]),
         eer=eer,
         auc=auc,
-        target_far=float(target_far) if method == "far" else None,
+        target_far=float(target_far),
         n_same=n_pos,
         n_diff=n_neg,
+        low_tail=np.sort(np.asarray(distances, np.float64)[~s])[:TAIL].tolist(),
     )
+
+
+def open_set_threshold(cal: Calibration, n_enrolled: int, target_far: float | None = None) -> float:
+    """The identification threshold for a database of ``n_enrolled`` persons.
+
+    A stranger is compared with ``n_enrolled`` persons; to let strangers in with
+    probability at most ``target_far`` (comparisons taken as independent), each 1:1
+    comparison may accept with ``p = 1 - (1 - target_far)^(1/n_enrolled)``. The
+    threshold is the most accepting candidate (a midpoint between the calibration's
+    different-person distances) whose 1:1 false-accept rate is at most ``p``, and never
+    above the 1:1 calibrated threshold.
+
+    Args:
+        cal: The calibration (with its ``low_tail``).
+        n_enrolled: Persons in the database.
+        target_far: Strangers' acceptance rate allowed (default: the calibration's).
+
+    Returns:
+        The distance threshold for identification.
+    """
+    target = cal.target_far if target_far is None else target_far
+    if n_enrolled < 1 or not cal.low_tail:
+        return cal.threshold
+    p = 1 - (1 - target) ** (1 / n_enrolled)
+    k = int(np.floor(p * cal.n_diff))  # different-person distances allowed below t
+    tail = np.asarray(cal.low_tail)
+    if k >= len(tail):  # beyond the kept tail: the 1:1 threshold is already stricter
+        return cal.threshold
+    u = np.unique(tail)
+    below = np.searchsorted(tail, u, side="right")  # distances <= each distinct value
+    ok = np.nonzero(below <= k)[0]
+    t = tail[0] - 1e-6 if not len(ok) else (u[ok[-1]] + u[ok[-1] + 1]) / 2
+    return float(min(t, cal.threshold))
 
 
 def plot_roc(distances: np.ndarray, same: np.ndarray, cal: Calibration | None = None) -> Any:

@@ -893,7 +893,7 @@ def _fit(
                         task.count(sums, out.detach(), y, loss.detach())
                     st["global_step"] += 1
                     st["step_in_epoch"] += 1
-                    seen += m
+                    seen += m * task.images_per_example  # images/s, also for P x K groups
                     bar.step(sums, task, lr, seen, time.perf_counter() - t0)
                     if cfg.save_every and st["global_step"] % cfg.save_every == 0:
                         st["train_seconds"] += time.perf_counter() - t0

@@ -22,11 +22,15 @@ class Task:
     Attributes:
         metric_names: Names of the metrics :meth:`summarize` returns (besides ``loss``).
         higher_is_better: For each metric name, whether larger is better.
+        images_per_example: Images in one example of the dataset (1; K for the faces
+            task, whose examples are groups of K images of one person), so that the
+            trainer's speed is in images per second.
     """
 
     metric_names: tuple[str, ...] = ()
     higher_is_better: ClassVar[dict[str, bool]] = {}
     n_sums: int = 2
+    images_per_example: int = 1
 
     def forward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training step's outputs, from which :meth:`loss` is computed.
