@@ -51,6 +51,10 @@ def test_run_folder_and_map_parity_with_pycocotools(run, capsys):
         ev.accumulate()
         ev.summarize()
     assert abs(ours - ev.stats[1]) < 1e-4  # printed with 4 decimals
+    from cnnkit.detect.train import val
+
+    s = val(folder)  # the values themselves: pycocotools' own to 1e-6
+    assert abs(s.map50 - ev.stats[1]) < 1e-6 and abs(s.map - ev.stats[0]) < 1e-6
 
 
 def test_predict_writes_coco_results_keyed_by_file_stem(run, capsys):

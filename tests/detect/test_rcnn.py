@@ -62,7 +62,7 @@ def test_the_training_loss_is_torchvisions_loss_dict_summed():
     task.count(sums, out.detach(), y, task.loss(out, y).detach())
     s = task.summarize(sums)  # per image: n = 3 weighs and divides out again
     assert s["loss"] == pytest.approx(float(sum(d.values()).detach()), rel=1e-6)
-    assert s["loss_objectness"] == pytest.approx(float(d["loss_objectness"]), rel=1e-6)
+    assert s["loss_objectness"] == pytest.approx(float(d["loss_objectness"].detach()), rel=1e-6)
 
 
 def test_the_dev_loss_leaves_batch_norm_alone_and_is_repeatable():
@@ -129,6 +129,10 @@ def test_rcnn_run_scores_the_same_after_reloading_and_agrees_with_pycocotools(rc
         ev.summarize()
     assert abs(float(out.split()[1]) - ev.stats[1]) < 1e-4
     assert abs(float(out.split()[3]) - ev.stats[0]) < 1e-4
+    from cnnkit.detect.train import val
+
+    s = val(folder)
+    assert abs(s.map50 - ev.stats[1]) < 1e-6 and abs(s.map - ev.stats[0]) < 1e-6
 
 
 def test_rcnn_summary_and_predict(rcnn_run, capsys):
