@@ -113,7 +113,7 @@ def test_verify_rename_and_mistakes(world, capsys):
     assert status == 0 and "accepted as alice (distance 0.0000" in out  # the enrolled image
     assert main(["faces", "rename", f"run={run}", f"db={db}", "name=alice", "to=alicia"]) == 0
     for args, words in [
-        (["verify", "name=alise", f"source={data / person}"], "unknown person in two.db 'alise'"),
+        (["verify", "name=alise", f"source={data / person}"], "no person 'alise' in two.db"),
         (["enroll", "name=bob", f"source={root / 'nope'}"], "does not exist"),
     ]:
         capsys.readouterr()

@@ -38,6 +38,48 @@ def parse_value(text: str) -> Any:
     return value if isinstance(value, (bool, int, float, list)) else text
 
 
+def task_mode(
+    argv: Sequence[str], task: str, modes: Sequence[str], help_text: str
+) -> tuple[str, dict[str, Any]] | None:
+    """``cnnkit TASK MODE key=value ...``: the mode and its options, or None after help.
+
+    Args:
+        argv: The arguments after the task.
+        task: The task's name (``detect``, ``faces``).
+        modes: Its modes.
+        help_text: Printed for ``--help`` (then None is returned).
+
+    Returns:
+        ``(mode, options)``, or None when help was printed.
+
+    Raises:
+        CnnkitError: For an unknown mode (with a close match) or a positional argument.
+    """
+    from cnnkit.errors import CnnkitError, did_you_mean
+
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(help_text, end="")
+        return None
+    mode, rest = argv[0], argv[1:]
+    if mode not in modes:
+        hits = did_you_mean(mode, modes)
+        hint = (
+            f"did you mean `cnnkit {task} {hits[0]}`?"
+            if hits
+            else f"use one of {', '.join(modes)}."
+        )
+        raise CnnkitError(f"unknown {task} mode {mode!r}: {hint}")
+    pos, opts, wants_help = split_args(rest)
+    if wants_help:
+        print(help_text, end="")
+        return None
+    if pos:
+        raise CnnkitError(
+            f"`cnnkit {task} {mode}` takes key=value settings, got {' '.join(pos)!r}."
+        )
+    return mode, opts
+
+
 def split_args(argv: Sequence[str]) -> tuple[list[str], dict[str, Any], bool]:
     """Split arguments into positionals, ``key=value`` options and a help flag.
 

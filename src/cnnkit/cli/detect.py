@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 
-from cnnkit.cli.args import check_keys, split_args
-from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.cli.args import check_keys, task_mode
+from cnnkit.errors import CnnkitError
 
 HELP = """\
 usage: cnnkit detect train data=PATH/data.yaml [size=64 anchors=5 stride=8 epochs=30 ...]
@@ -45,26 +45,10 @@ def detect(argv: Sequence[str]) -> int:
     from cnnkit.detect.train import DetectConfig
 
     keys = [f.name for f in fields(DetectConfig) if f.name != "extra"]
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(HELP.format(settings=", ".join(keys)), end="")
+    parsed = task_mode(argv, "detect", MODES, HELP.format(settings=", ".join(keys)))
+    if parsed is None:  # help was printed
         return 0
-    mode, rest = argv[0], argv[1:]
-    if mode not in MODES:
-        hits = did_you_mean(mode, MODES)
-        hint = (
-            f"did you mean `cnnkit detect {hits[0]}`?"
-            if hits
-            else f"use one of {', '.join(MODES)}."
-        )
-        raise CnnkitError(f"unknown detect mode {mode!r}: {hint}")
-    pos, opts, wants_help = split_args(rest)
-    if wants_help:
-        print(HELP.format(settings=", ".join(keys)), end="")
-        return 0
-    if pos:
-        raise CnnkitError(
-            f"`cnnkit detect {mode}` takes key=value settings, got {' '.join(pos)!r}."
-        )
+    mode, opts = parsed
     from cnnkit.detect import train as job
 
     if mode == "train":

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import fields
 
-from cnnkit.cli.args import check_keys, split_args
-from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.cli.args import check_keys, task_mode
+from cnnkit.errors import CnnkitError
 
 HELP = """\
 usage: cnnkit faces train data=DIR [mining=semi_hard alpha=0.2 persons=16 per_person=4 ...]
@@ -54,22 +54,10 @@ def faces(argv: Sequence[str]) -> int:
     from cnnkit.faces.train import FacesConfig
 
     keys = [f.name for f in fields(FacesConfig) if f.name != "extra"]
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(HELP.format(settings=", ".join(keys)), end="")
+    parsed = task_mode(argv, "faces", MODES, HELP.format(settings=", ".join(keys)))
+    if parsed is None:  # help was printed
         return 0
-    mode, rest = argv[0], argv[1:]
-    if mode not in MODES:
-        hits = did_you_mean(mode, MODES)
-        hint = (
-            f"did you mean `cnnkit faces {hits[0]}`?" if hits else f"use one of {', '.join(MODES)}."
-        )
-        raise CnnkitError(f"unknown faces mode {mode!r}: {hint}")
-    pos, opts, wants_help = split_args(rest)
-    if wants_help:
-        print(HELP.format(settings=", ".join(keys)), end="")
-        return 0
-    if pos:
-        raise CnnkitError(f"`cnnkit faces {mode}` takes key=value settings, got {' '.join(pos)!r}.")
+    mode, opts = parsed
     if mode == "train":
         from cnnkit.faces.train import train
 

@@ -36,7 +36,7 @@ from cnnkit.detect.postprocess import yolo_eval
 from cnnkit.detect.rcnn import RCNN_MODELS, RcnnTargets, RcnnTask, build_fasterrcnn, detect_rcnn
 from cnnkit.detect.yolo import YOLO, YoloLoss, decode, encode_targets, kmeans_anchors, tiny_backbone
 from cnnkit.errors import CnnkitError
-from cnnkit.train.classify import next_run_dir, saved_files
+from cnnkit.train.classify import saved_files
 from cnnkit.train.tasks import Task
 
 __all__ = [
@@ -380,28 +380,21 @@ def build_backbone(
     Raises:
         CnnkitError: For an unknown model, or one without a square convolutional map.
     """
-    if name == "tiny":
-        net = tiny_backbone(in_channels, width, stride)
-    else:
-        from cnnkit.models import conv_features
+    from cnnkit.models import conv_features, feature_map_shape
 
-        net = conv_features(name, in_channels)
-    try:
-        with torch.no_grad():
-            z = net.eval()(torch.zeros(1, in_channels, size, size))
-    except Exception as e:  # any failure: this backbone cannot take the size
+    net = (
+        tiny_backbone(in_channels, width, stride)
+        if name == "tiny"
+        else conv_features(name, in_channels)
+    )
+    C, n_H, n_W = feature_map_shape(net, name, in_channels, size, "tiny")
+    if n_H != n_W:
         raise CnnkitError(
-            f"backbone={name} cannot take {size}x{size}x{in_channels} images ({e}); try a "
-            "larger size= or backbone=tiny."
-        ) from e
-    if z.ndim != 4 or z.shape[-1] != z.shape[-2] or not len(list(net.parameters())):
-        raise CnnkitError(
-            f"backbone={name} gives no square convolutional map (output {tuple(z.shape)}); "
-            "use a convolutional model such as vgg11, mobilenet_v2, resnet18 or tiny."
+            f"backbone={name} gives a {n_H}x{n_W} map, not a square grid; use a convolutional "
+            "model such as vgg11, mobilenet_v2, resnet18 or tiny."
         )
-    net.train()
-    net.out_channels = int(z.shape[1])  # type: ignore[assignment]
-    return net, int(z.shape[-1])
+    net.out_channels = C  # type: ignore[assignment]
+    return net, n_H
 
 
 def _read(path: str, split: str, size: int) -> DetectionSet:
@@ -562,9 +555,7 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
     """
     import time
 
-    import yaml
-
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.jobs import job_config, start_run
     from cnnkit.train.loop import fit
 
     base = asdict(cfg or DetectConfig())
@@ -633,25 +624,15 @@ def train(cfg: DetectConfig | None = None, *, after: Any = None, **settings: Any
             "thresholds": kw,
             "preprocess": {**pre, "rgb_mean": rgb_mean, "rgb_std": rgb_std},
         }
-    run = next_run_dir(Path(cfg.project) / "detect", cfg.name)
-    run.mkdir(parents=True, exist_ok=False)
-    resolved = {**asdict(cfg), "name": run.name}
-    resolved.pop("extra")
-    (run / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    tc = TrainConfig(
+    run = start_run(cfg, "detect")
+    tc = job_config(
         epochs=cfg.epochs,
         batch=cfg.batch,
-        optimizer="adamw",
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
         workers=cfg.workers,
         verbose=cfg.verbose,
-        label_smoothing=0.0,
-        aug="none",
-        precision="fp32",
-        memory_format="contiguous",
-        compile=False,
     )
     t0 = time.perf_counter()
     res = fit(

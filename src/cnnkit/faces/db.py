@@ -408,6 +408,18 @@ class FaceDB:
             raise self._no_person(conn, name)
         return int(row[0])
 
+    def unknown_person(self, name: str) -> CnnkitError:
+        """The one-sentence error for a name that is not enrolled (with a did-you-mean).
+
+        Args:
+            name: The name asked for.
+
+        Returns:
+            The error to raise.
+        """
+        with self._read() as conn:
+            return self._no_person(conn, name)
+
     def _no_person(self, conn: sqlite3.Connection, name: str) -> CnnkitError:
         names = [r[0] for r in conn.execute("SELECT name FROM persons ORDER BY name")]
         hits = did_you_mean(str(name), names)

@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.errors import CnnkitError
-
 __all__ = ["EmbeddingNet", "build_embedder", "small_backbone"]
 
 
@@ -91,24 +89,12 @@ def build_embedder(
     Raises:
         CnnkitError: When the backbone cannot take ``size x size`` images.
     """
-    if backbone == "small":
-        features: nn.Module = small_backbone(in_channels, width)
-    else:
-        from cnnkit.models import conv_features
+    from cnnkit.models import conv_features, feature_map_shape
 
-        features = conv_features(backbone, in_channels)
-    try:
-        with torch.no_grad():
-            z = features.eval()(torch.zeros(1, in_channels, size, size))
-    except Exception as e:  # any failure: this backbone cannot take the size
-        raise CnnkitError(
-            f"backbone={backbone} cannot take {size}x{size}x{in_channels} images ({e}); try a "
-            "larger size= or backbone=small."
-        ) from e
-    if z.ndim != 4:
-        raise CnnkitError(
-            f"backbone={backbone} gives no convolutional map (output {tuple(z.shape)}); use "
-            "backbone=small or a convolutional zoo model such as resnet18."
-        )
-    features.train()
-    return EmbeddingNet(features, int(z.shape[1]), dim)
+    features: nn.Module = (
+        small_backbone(in_channels, width)
+        if backbone == "small"
+        else conv_features(backbone, in_channels)
+    )
+    C = feature_map_shape(features, backbone, in_channels, size, "small")[0]
+    return EmbeddingNet(features, C, dim)

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.errors import CnnkitError
 from cnnkit.faces.db import FaceDB, Match
 from cnnkit.faces.train import Encoder, calibrate_on, load_encoder
 from cnnkit.faces.verify import Calibration, open_set_threshold, plot_roc
@@ -131,7 +131,7 @@ def verify(
     enc = encoder or load_encoder(run)
     with open_db(enc, db, create=False) as fdb:
         if name not in fdb:  # before any image is decoded or encoded
-            raise unknown_name(f"person in {Path(db).name}", name, [n for n, _ in fdb.list()])
+            raise fdb.unknown_person(name)
         t = _threshold(fdb)
         answers = fdb.verify(name, enc.files(files), threshold=t)
     return [Verdict(str(f), bool(a), float(d), t) for f, (a, d) in zip(files, answers)]

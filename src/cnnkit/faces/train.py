@@ -48,7 +48,7 @@ from cnnkit.faces.verify import (
     pair_distances,
     plot_roc,
 )
-from cnnkit.train.classify import next_run_dir, saved_files
+from cnnkit.train.classify import saved_files
 from cnnkit.train.tasks import Task
 
 __all__ = [
@@ -540,9 +540,7 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
     """
     import time
 
-    import yaml
-
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.jobs import job_config, start_run
     from cnnkit.train.loop import fit
 
     base = asdict(cfg or FacesConfig())
@@ -559,11 +557,7 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
     model = build_embedder(cfg.backbone, cfg.channels, cfg.dim, cfg.size, cfg.width)
     train_set = PKGroups(tr, cfg.per_person, mean, std, augment=True)
     dev_set = PKGroups(dv, cfg.per_person, mean, std, augment=False)
-    run = next_run_dir(Path(cfg.project) / "faces", cfg.name)
-    run.mkdir(parents=True, exist_ok=False)
-    resolved = {**asdict(cfg), "name": run.name}
-    resolved.pop("extra")
-    (run / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    run = start_run(cfg, "faces")
     meta: dict[str, Any] = {
         "model": "embedding",
         "task": "faces",
@@ -579,20 +573,14 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
         },
         "identities": {"train": tr_names, "dev": dev_names, "test": te_names},
     }
-    tc = TrainConfig(
+    tc = job_config(
         epochs=cfg.epochs,
-        batch=cfg.persons,
-        optimizer="adamw",
+        batch=cfg.persons,  # P identity groups of K images
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         seed=cfg.seed,
         workers=cfg.workers,
         verbose=cfg.verbose,
-        label_smoothing=0.0,
-        aug="none",
-        precision="fp32",
-        memory_format="contiguous",
-        compile=False,
     )
     t0 = time.perf_counter()
     res = fit(

@@ -20,6 +20,7 @@ __all__ = [
     "ModelInfo",
     "conv_features",
     "create",
+    "feature_map_shape",
     "get_model_info",
     "list_models",
     "register_model",
@@ -287,3 +288,41 @@ def conv_features(name: str, in_channels: int = 3, weights: str | None = None) -
         if not child.startswith("aux"):  # GoogLeNet's training-only side heads
             kids.append(c)
     return nn.Sequential(*kids)
+
+
+def feature_map_shape(
+    net: nn.Module, name: str, in_channels: int, size: int, default: str
+) -> tuple[int, ...]:
+    """The ``(C, n_H', n_W')`` map a backbone gives for ``size x size`` images, or one sentence.
+
+    Args:
+        net: The feature extractor (left in training mode afterwards).
+        name: Its name as the user gave it (for the message).
+        in_channels: ``n_C`` of the images.
+        size: Image side.
+        default: The task's own small backbone, suggested instead.
+
+    Returns:
+        The output shape without the batch axis.
+
+    Raises:
+        CnnkitError: When the network fails on that input or gives no convolutional map.
+    """
+    import torch
+
+    try:
+        with torch.no_grad():
+            z = net.eval()(torch.zeros(1, in_channels, size, size))
+    except Exception as e:  # any failure: this backbone cannot take the size
+        raise CnnkitError(
+            f"backbone={name} cannot take {size}x{size}x{in_channels} images ({e}); try a "
+            f"larger size= or backbone={default}."
+        ) from e
+    finally:
+        net.train()
+    if z.ndim != 4 or not len(list(net.parameters())):
+        raise CnnkitError(
+            f"backbone={name} gives no convolutional map (output {tuple(z.shape)}); use "
+            f"backbone={default} or a convolutional zoo model such as vgg11 or resnet18."
+        )
+    return tuple(int(v) for v in z.shape[1:])
