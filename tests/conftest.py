@@ -52,3 +52,28 @@ def cnnkit_cli():
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cocoeval_stats():
+    """pycocotools' own 12 bbox statistics for a ground-truth and a results file (quiet).
+
+    ``stats[0]`` is mAP@[.5:.95], ``stats[1]`` mAP@0.5: the independent reference that
+    cnnkit's detection scores are checked against.
+    """
+    import contextlib
+    import io
+
+    def stats(gt_path, results_path) -> list[float]:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(gt_path))
+            ev = COCOeval(gt, gt.loadRes(str(results_path)), "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        return [float(v) for v in ev.stats]
+
+    return stats

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
@@ -26,10 +24,7 @@ def run(tmp_path_factory):
     return root / "runs" / "detect" / "train", yaml_path, root
 
 
-def test_run_folder_and_map_parity_with_pycocotools(run, capsys):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def test_run_folder_and_map_parity_with_pycocotools(run, capsys, cocoeval_stats):
     folder, _, _ = run
     for name in (
         "config.yaml",
@@ -44,17 +39,12 @@ def test_run_folder_and_map_parity_with_pycocotools(run, capsys):
     assert main(["detect", "val", f"run={folder}"]) == 0
     out = capsys.readouterr().out
     ours = float(out.split()[1])  # "mAP@0.5 0.1234   mAP@[.5:.95] ..."
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(folder / "val_ground_truth.json"))
-        ev = COCOeval(gt, gt.loadRes(str(folder / "val_predictions.json")), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    assert abs(ours - ev.stats[1]) < 1e-4  # printed with 4 decimals
+    stats = cocoeval_stats(folder / "val_ground_truth.json", folder / "val_predictions.json")
+    assert abs(ours - stats[1]) < 1e-4  # printed with 4 decimals
     from cnnkit.detect.train import val
 
     s = val(folder)  # the values themselves: pycocotools' own to 1e-6
-    assert abs(s.map50 - ev.stats[1]) < 1e-6 and abs(s.map - ev.stats[0]) < 1e-6
+    assert abs(s.map50 - stats[1]) < 1e-6 and abs(s.map - stats[0]) < 1e-6
 
 
 def test_predict_writes_coco_results_keyed_by_file_stem(run, capsys):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import pytest
 import torch
 from torch import nn
@@ -109,10 +106,9 @@ def rcnn_run(tmp_path_factory):
     return root / "runs" / "detect" / "train", yaml_path
 
 
-def test_rcnn_run_scores_the_same_after_reloading_and_agrees_with_pycocotools(rcnn_run, capsys):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def test_rcnn_run_scores_the_same_after_reloading_and_agrees_with_pycocotools(
+    rcnn_run, capsys, cocoeval_stats
+):
     folder, _ = rcnn_run
     header = (folder / "results.csv").read_text().splitlines()[0].split(",")
     assert {"dev_loss", *(f"dev_{k}" for k in LOSS_KEYS)} <= set(header)
@@ -121,18 +117,13 @@ def test_rcnn_run_scores_the_same_after_reloading_and_agrees_with_pycocotools(rc
     assert main(["detect", "val", f"run={folder}"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == trained  # reloaded weights: the same detections
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(folder / "val_ground_truth.json"))
-        ev = COCOeval(gt, gt.loadRes(str(folder / "val_predictions.json")), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    assert abs(float(out.split()[1]) - ev.stats[1]) < 1e-4
-    assert abs(float(out.split()[3]) - ev.stats[0]) < 1e-4
+    stats = cocoeval_stats(folder / "val_ground_truth.json", folder / "val_predictions.json")
+    assert abs(float(out.split()[1]) - stats[1]) < 1e-4
+    assert abs(float(out.split()[3]) - stats[0]) < 1e-4
     from cnnkit.detect.train import val
 
     s = val(folder)
-    assert abs(s.map50 - ev.stats[1]) < 1e-6 and abs(s.map - ev.stats[0]) < 1e-6
+    assert abs(s.map50 - stats[1]) < 1e-6 and abs(s.map - stats[0]) < 1e-6
 
 
 def test_rcnn_summary_and_predict(rcnn_run, capsys):
