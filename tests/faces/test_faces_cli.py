@@ -115,6 +115,12 @@ def test_verify_rename_and_mistakes(world, capsys):
     for args, words in [
         (["verify", "name=alise", f"source={data / person}"], "no person 'alise' in two.db"),
         (["enroll", "name=bob", f"source={root / 'nope'}"], "does not exist"),
+        (
+            ["identify", f"source={data / person}", f"out={root / 'no' / 'x.csv'}"],
+            "existing folder",
+        ),
+        (["calibrate", f"data={data}", "target_far=abc"], "target_far must be a number"),
+        (["calibrate", f"data={data}", "method=err"], "did you mean 'eer'"),
     ]:
         capsys.readouterr()
         assert main(["faces", args[0], f"run={run}", f"db={db}", *args[1:]]) == 2
@@ -143,6 +149,15 @@ def test_a_database_of_other_weights_is_refused(world, capsys):
     assert main(["faces", "enroll", f"run={run2}", f"db={db}", "name=b", f"source={img}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other weights" in err[0], err
+
+
+def test_too_few_identities_for_the_split_is_one_sentence(tmp_path, capsys):
+    from cnnkit.faces.data import synth_faces
+
+    data = synth_faces(tmp_path / "f", identities=6, per_identity=2, size=32)
+    assert main(["faces", "train", f"data={data}", "size=32", "verbose=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the dev split has 1 identity with 2 or more images" in err[0], err
 
 
 def test_training_data_mistakes_are_one_sentence(tmp_path, capsys):

@@ -160,7 +160,8 @@ def test_distances_match_numpy_and_sklearn():
 def test_roc_matches_sklearn_and_the_three_thresholds():
     rng = np.random.default_rng(1)
     same = rng.random(400) < 0.5
-    d = np.where(same, rng.normal(0.6, 0.2, 400), rng.normal(1.1, 0.2, 400)).round(2)  # ties
+    d = np.where(same, rng.normal(0.6, 0.2, 400), rng.normal(1.1, 0.2, 400))
+    d = np.clip(d, 0.05, None).round(2)  # distances are >= 0; rounding makes ties
     t, far, tar = roc(d, same)
     fpr, tpr, _ = roc_curve(same, -d, drop_intermediate=False)
     assert {(round(x, 12), round(y, 12)) for x, y in zip(far, tar)} == {
@@ -202,3 +203,37 @@ def test_open_set_threshold_keeps_strangers_out_at_the_target():
         assert (nearest <= t).mean() == pytest.approx(0.01, abs=0.004)
         # while the 1:1 threshold would let in about 1 - 0.99^N of them
         assert (nearest <= cal.threshold).mean() > 0.05
+
+
+def test_open_set_threshold_stays_safe_past_the_kept_tail_and_never_negative():
+    rng = np.random.default_rng(3)
+    same = np.r_[np.ones(10_000, bool), np.zeros(1_000_000, bool)]
+    d = np.r_[rng.normal(0.5, 0.2, 10_000), rng.normal(1.2, 0.2, 1_000_000)].clip(0.01)
+    cal = calibrate(d, same, "eer", target_far=0.01)  # EER: a loose 1:1 threshold
+    assert len(cal.low_tail) == 10_001 and cal.far > 0.01
+    neg = d[~same]
+    rates = [(neg <= open_set_threshold(cal, N)).mean() for N in (1, 2, 3)]
+    assert all(r <= 0.01 for r in rates) and rates[0] >= rates[1] >= rates[2]
+    t = open_set_threshold(cal, 1, target_far=0.05)  # asks past the kept tail
+    assert (neg <= t).mean() <= 0.05 and t <= cal.threshold
+    # the same image filed under two names: distance 0 between "different" persons
+    z = calibrate(np.array([0.0, 0.0, 0.3, 0.5]), np.array([False, True, True, False]), "far", 0.0)
+    assert z.threshold >= 0 and open_set_threshold(z, 10) >= 0
+
+
+def test_identify_counts_every_stored_encoding_as_a_comparison(tmp_path):
+    from cnnkit.faces.db import FaceDB
+    from cnnkit.faces.recognize import identification_threshold
+    from cnnkit.faces.verify import Calibration
+
+    rng = np.random.default_rng(4)
+    same = np.r_[np.ones(500, bool), np.zeros(50_000, bool)]
+    d = np.r_[rng.normal(0.5, 0.2, 500), rng.normal(1.2, 0.2, 50_000)].clip(0.01)
+    cal = calibrate(d, same, "far", target_far=0.01)
+    with FaceDB(tmp_path / "f.db", model_id="m", dim=4) as db:
+        db.set_threshold(cal.threshold, cal.to_dict())
+        for name in ("ann", "bob"):
+            db.enroll(name, rng.normal(size=(3, 4)).astype(np.float32))
+        t = identification_threshold(db)
+    assert t == open_set_threshold(Calibration.from_dict(cal.to_dict()), 6)  # 2 persons x 3
+    assert t < open_set_threshold(cal, 2)

@@ -186,6 +186,7 @@ class RcnnTask(Task):
         seeded with 0, so the dev loss of given weights never changes.
         """
         heads = [m for m in (net, *_switches(net)) if m is not None]
+        was = [m.training for m in heads]
         try:
             for m in heads:
                 m.training = True
@@ -193,8 +194,8 @@ class RcnnTask(Task):
                 torch.manual_seed(0)
                 return self.forward(net, x, y)
         finally:
-            for m in heads:
-                m.training = False
+            for m, w in zip(heads, was):
+                m.training = w
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The sum of the four losses."""

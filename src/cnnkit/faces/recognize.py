@@ -160,6 +160,10 @@ def identify(
     Returns:
         ``(file, match)`` per image.
     """
+    if out is not None:
+        o = Path(out) if isinstance(out, (str, os.PathLike)) and str(out) else None
+        if o is None or not o.parent.is_dir():
+            raise CnnkitError(f"out={out!r} is not a file in an existing folder; e.g. out=who.csv.")
     files = _files(source)
     enc = encoder or load_encoder(run)
     with open_db(enc, db, create=False) as fdb:
@@ -167,11 +171,14 @@ def identify(
         matches = fdb.identify(enc.files(files), k=k, threshold=t)
     rows = [(str(f), m) for f, m in zip(files, matches)]
     if out is not None:
-        with open(out, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["file", "identity", "distance"])
-            for f, m in rows:
-                w.writerow([f, m.name or "", f"{m.distance:.6f}"])
+        try:
+            with open(out, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["file", "identity", "distance"])
+                for f, m in rows:
+                    w.writerow([f, m.name or "", f"{m.distance:.6f}"])
+        except OSError as e:
+            raise CnnkitError(f"cannot write out={str(out)!r} ({e.strerror}).") from None
     return rows
 
 
@@ -202,20 +209,35 @@ def calibrate_run(
     Returns:
         The :class:`~cnnkit.faces.verify.Calibration`.
     """
+    from cnnkit.errors import unknown_name
     from cnnkit.faces.data import read_faces
+    from cnnkit.faces.verify import METHODS
 
+    if method not in METHODS:
+        raise unknown_name("calibration method", str(method), METHODS)
+    bad = isinstance(target_far, bool) or not isinstance(target_far, (int, float))
+    if bad or not 0 <= target_far <= 1:
+        raise CnnkitError(f"target_far must be a number between 0 and 1, got {target_far!r}.")
+    for key, v in (("pairs", pairs), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "pairs" else 0):
+            raise CnnkitError(f"{key} must be a whole number >= {int(key == 'pairs')}, got {v!r}.")
+    if db is not None and (not isinstance(db, (str, os.PathLike)) or not str(db)):
+        raise CnnkitError(f"db must name a database file, got {db!r}; e.g. db=faces.db.")
     enc = load_encoder(run)
-    faces = read_faces(data, size=enc.size, channels=enc.channels)
-    cal, d, same = calibrate_on(
-        enc, faces, method=method, target_far=target_far, pairs=pairs, seed=seed
-    )
-    r = Path(run)
-    (r / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=2))
-    plot_roc(d, same, cal).savefig(r / "roc.png", dpi=100)
-    if db is not None:
-        enc.meta["calibration"] = cal.to_dict()
-        with open_db(enc, db, create=False) as fdb:
+    fdb = open_db(enc, db, create=False) if db is not None else None  # refused before work
+    try:
+        faces = read_faces(data, size=enc.size, channels=enc.channels)
+        cal, d, same = calibrate_on(
+            enc, faces, method=method, target_far=target_far, pairs=pairs, seed=seed
+        )
+        r = Path(run)
+        (r / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=2))
+        plot_roc(d, same, cal).savefig(r / "roc.png", dpi=100)
+        if fdb is not None:
             fdb.set_threshold(cal.threshold, cal.to_dict())
+    finally:
+        if fdb is not None:
+            fdb.close()
     return cal
 
 
@@ -223,9 +245,9 @@ def identification_threshold(fdb: FaceDB) -> float:
     """The threshold ``identify`` uses for this database's size.
 
     With the run's calibration stored in the database it is
-    :func:`~cnnkit.faces.verify.open_set_threshold` for ``len(fdb)`` persons (strangers
-    let in at most at the calibration's ``target_far``); a threshold set by hand is
-    used as it is.
+    :func:`~cnnkit.faces.verify.open_set_threshold` for as many comparisons as there are
+    stored encodings (a stranger meets each of them; strangers are let in at most at the
+    calibration's ``target_far``); a threshold set by hand is used as it is.
 
     Args:
         fdb: The open database.
@@ -237,7 +259,8 @@ def identification_threshold(fdb: FaceDB) -> float:
     cal = fdb.calibration
     if not cal.get("low_tail"):
         return t
-    return open_set_threshold(Calibration.from_dict({**cal, "threshold": t}), len(fdb))
+    comparisons = sum(n for _, n in fdb.list())  # a query meets every stored encoding
+    return open_set_threshold(Calibration.from_dict({**cal, "threshold": t}), comparisons)
 
 
 def _threshold(fdb: FaceDB) -> float:

@@ -36,7 +36,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.faces.data import FaceSet, PKGroups, read_faces, sample_pairs, split_identities
-from cnnkit.faces.losses import MINERS, batch_all_triplets, mine_triplets, triplet_loss
+from cnnkit.faces.losses import MINERS, mine_triplets, pairwise_sq_distances, triplet_loss
 from cnnkit.faces.model import build_embedder
 from cnnkit.faces.verify import (
     METHODS,
@@ -57,6 +57,7 @@ __all__ = [
     "FacesRun",
     "OneShotScores",
     "TripletTask",
+    "distances_of",
     "evaluate_one_shot",
     "load_encoder",
     "pairs_of",
@@ -225,27 +226,39 @@ class TripletTask(Task):
             return outputs.sum() * 0
         return triplet_loss(outputs[a], outputs[p], outputs[n], self.alpha, reduction="mean")
 
+    def _all_triplets(self, outputs: torch.Tensor, targets: torch.Tensor):
+        """Hinge terms of every valid triplet, as a ``(pairs, P*K)`` matrix and its mask.
+
+        Row ``r`` is an anchor-positive pair ``(a, p)``, column ``n`` a candidate
+        negative: ``max(D[a, p] - D[a, n] + alpha, 0)``, valid where ``n`` is another
+        person. Built from the distance matrix, never from ``P*K`` cubed gathers.
+        """
+        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
+        D = pairwise_sq_distances(outputs)  # (P*K, P*K)
+        same = labels[:, None] == labels[None, :]
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        a, p = (same & ~eye).nonzero(as_tuple=True)
+        terms = torch.clamp(D[a, p][:, None] - D[a] + self.alpha, min=0)  # (T, P*K)
+        return terms, ~same[a]
+
     def eval_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean triplet loss over every valid triplet of the batch."""
-        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
-        a, p, n = batch_all_triplets(labels)
-        if not len(a):
+        terms, valid = self._all_triplets(outputs, targets)
+        if not valid.any():
             return outputs.sum() * 0
-        return triplet_loss(outputs[a], outputs[p], outputs[n], self.alpha, reduction="mean")
+        return terms[valid].mean()
 
     def count(
         self, sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
     ) -> None:
         """Add ``loss * P``, ``P``, the active triplets and all triplets of the batch."""
         n = targets.shape[0]
-        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
-        a, p, q = batch_all_triplets(labels)
         with torch.no_grad():
-            per = triplet_loss(outputs[a], outputs[p], outputs[q], self.alpha, reduction="none")
+            terms, valid = self._all_triplets(outputs, targets)
         sums[0] += loss.double() * n
         sums[1] += n
-        sums[2] += int((per > 0).sum())
-        sums[3] += len(a)
+        sums[2] += int(((terms > 0) & valid).sum())
+        sums[3] += int(valid.sum())
 
     def summarize(self, sums: torch.Tensor) -> dict[str, float]:
         """``{"loss", "active"}``."""
@@ -420,7 +433,7 @@ def evaluate_one_shot(
     right = who == labels[q]
     _, du = nearest(u) if len(u) else (np.zeros(0), np.zeros(0))
     i, j, same = pairs_of(faces, pairs, seed=seed)
-    dp = pair_distances(enc[i], enc[j], metric)
+    dp = distances_of(enc, i, j, metric)
     acc = same & (dp <= threshold) | ~same & (dp > threshold)
     return OneShotScores(
         enrolled=len(known),
@@ -468,6 +481,26 @@ def pairs_of(
     i, j = np.triu_indices(n, k=1)
     labels = faces.labels.numpy()
     return i.astype(np.int64), j.astype(np.int64), labels[i] == labels[j]
+
+
+def distances_of(enc: np.ndarray, i: np.ndarray, j: np.ndarray, metric: str) -> np.ndarray:
+    """Distances of the pairs ``(enc[i], enc[j])``, through one ``N x N`` matrix.
+
+    Gathering both sides of 4.5 million pairs of 128-d encodings would take gigabytes;
+    the matrix of 3,000 images is 72 MB.
+
+    Args:
+        enc: ``(N, d)`` encodings.
+        i: First image of each pair.
+        j: Second image.
+        metric: ``euclidean`` or ``cosine``.
+
+    Returns:
+        ``(len(i),)`` distances.
+    """
+    if len(enc) > ALL_PAIRS_MAX:  # a sample of pairs: gather them
+        return pair_distances(enc[i], enc[j], metric)
+    return distance_matrix(enc, enc, metric)[i, j]
 
 
 @dataclass
@@ -523,7 +556,7 @@ def calibrate_on(
     enc = encoder(faces.images)
     i, j, same = pairs_of(faces, pairs, seed=seed)
     metric = encoder.meta["metric"]
-    d = pair_distances(enc[i], enc[j], metric)
+    d = distances_of(enc, i, j, metric)
     return calibrate(d, same, method, target_far, metric), d, same
 
 
@@ -550,6 +583,16 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
     faces = read_faces(cfg.data, size=cfg.size, channels=cfg.channels)
     tr_names, dev_names, te_names = split_identities(faces.names, cfg.dev, cfg.test, cfg.seed)
     tr, dv, te = faces.subset(tr_names), faces.subset(dev_names), faces.subset(te_names)
+    for split, part in (("train", tr), ("dev", dv), ("test", te)):
+        n2 = sum(1 for c in part.counts().values() if c >= 2)
+        if n2 < 2:
+            raise CnnkitError(
+                f"the {split} split has {n2} {'identity' if n2 == 1 else 'identities'} with 2 "
+                f"or more images ({len(part.names)} "
+                f"of the {len(faces.names)} identities, with dev={cfg.dev} test={cfg.test}) and "
+                "needs at least 2; add identities with several images each, or change dev= / "
+                "test=."
+            )
     x = tr.images.float() / 255
     mean = x.mean((0, 2, 3)).tolist()
     std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()

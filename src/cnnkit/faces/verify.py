@@ -122,7 +122,7 @@ def roc(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray
         )
     u = np.unique(d)
     mids = (u[1:] + u[:-1]) / 2
-    t = np.concatenate([[u[0] - 1e-6], mids, [u[-1] + 1e-6]])
+    t = np.concatenate([[max(u[0] - 1e-6, 0.0)], mids, [u[-1] + 1e-6]])  # distances >= 0
     order = np.sort(d[s]), np.sort(d[~s])
     tar = np.searchsorted(order[0], t, side="right") / n_pos
     far = np.searchsorted(order[1], t, side="right") / n_neg
@@ -147,8 +147,8 @@ class Calibration:
             method.
         n_same: Same-person pairs used.
         n_diff: Different-person pairs used.
-        low_tail: The smallest different-person distances, sorted (at most
-            :data:`TAIL` of them), for :func:`open_set_threshold`.
+        low_tail: The smallest different-person distances, sorted (the
+            ``max(TAIL, target_far * n_diff + 1)`` smallest), for :func:`open_set_threshold`.
     """
 
     method: str
@@ -218,7 +218,8 @@ def calibrate(
     elif method == "accuracy":
         i = int(np.argmax(acc))
     else:
-        i = int(np.nonzero(far <= target_far)[0].max())  # t[0] accepts nothing: far 0
+        ok = np.nonzero(far <= target_far)[0]
+        i = int(ok.max()) if len(ok) else 0  # none (different persons at distance 0): strictest
     auc = float(((far[1:] - far[:-1]) * (tar[1:] + tar[:-1]) / 2).sum())  # trapezoids
     return Calibration(
         method=method,
@@ -232,7 +233,9 @@ def calibrate(
         target_far=float(target_far),
         n_same=n_pos,
         n_diff=n_neg,
-        low_tail=np.sort(np.asarray(distances, np.float64)[~s])[:TAIL].tolist(),
+        low_tail=np.sort(np.asarray(distances, np.float64)[~s])[
+            : max(TAIL, int(np.ceil(target_far * n_neg)) + 1)
+        ].tolist(),
     )
 
 
@@ -260,12 +263,15 @@ def open_set_threshold(cal: Calibration, n_enrolled: int, target_far: float | No
     p = 1 - (1 - target) ** (1 / n_enrolled)
     k = int(np.floor(p * cal.n_diff))  # different-person distances allowed below t
     tail = np.asarray(cal.low_tail)
-    if k >= len(tail):  # beyond the kept tail: the 1:1 threshold is already stricter
-        return cal.threshold
     u = np.unique(tail)
     below = np.searchsorted(tail, u, side="right")  # distances <= each distinct value
     ok = np.nonzero(below <= k)[0]
-    t = tail[0] - 1e-6 if not len(ok) else (u[ok[-1]] + u[ok[-1] + 1]) / 2
+    if not len(ok):
+        t = max(tail[0] - 1e-6, 0.0)
+    elif ok[-1] + 1 < len(u):
+        t = (u[ok[-1]] + u[ok[-1] + 1]) / 2
+    else:  # k reaches past the kept tail: accept fewer than len(tail) <= k, still safe
+        t = (u[-2] + u[-1]) / 2 if len(u) > 1 else max(u[-1] - 1e-6, 0.0)
     return float(min(t, cal.threshold))
 
 
