@@ -45,6 +45,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "FaceSet",
     "PKGroups",
+    "load_images",
     "read_faces",
     "sample_pairs",
     "split_identities",
@@ -482,9 +483,6 @@ def read_faces(root: str | os.PathLike, size: int = 64, channels: int = 3) -> Fa
         cnnkit.data.images.ImageDecodeError: If an image cannot be decoded (it names
             the file).
     """
-    from PIL import Image
-
-    from cnnkit.data.images import decode_image
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise CnnkitError(f"size must be a positive integer, got {size!r}; e.g. size=64.")
@@ -507,7 +505,6 @@ def read_faces(root: str | os.PathLike, size: int = 64, channels: int = 3) -> Fa
             f"face folder {str(base)!r} has no identity sub-folders; put each person's "
             "images in a sub-folder of it named after the person."
         )
-    images: list[np.ndarray] = []
     labels: list[int] = []
     files: list[Path] = []
     for label, person in enumerate(people):
@@ -517,24 +514,50 @@ def read_faces(root: str | os.PathLike, size: int = 64, channels: int = 3) -> Fa
                 f"identity folder {str(person)!r} has no images; add at least one image or "
                 "remove the folder."
             )
-        for f in found:
-            a = decode_image(f, channels)  # (n_H, n_W, n_C) uint8
-            if a.shape[:2] != (size, size):
-                im = Image.fromarray(a[..., 0] if channels == 1 else a)
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-                a = a.reshape(size, size, channels)  # (size, size[, n_C]) -> (size, size, n_C)
-            images.append(a)
-            labels.append(label)
-            files.append(f)
-    stack = torch.from_numpy(np.stack(images))  # (N, n_H, n_W, n_C)
-    stack = stack.permute(0, 3, 1, 2)  # (N, n_H, n_W, n_C) -> (N, n_C, n_H, n_W)
+        labels += [label] * len(found)
+        files += found
     return FaceSet(
-        stack.contiguous(),
+        load_images(files, size, channels),
         torch.tensor(labels, dtype=torch.int64),
         [p.name for p in people],
         files,
     )
+
+
+def load_images(files: Sequence[Path], size: int, channels: int) -> torch.Tensor:
+    """Decode image files and resize them to ``size x size`` (PIL bilinear).
+
+    :func:`read_faces` and the encoder of a trained run (enroll, verify, identify) both
+    read images through it, so a query is prepared exactly as the training images were.
+
+    Args:
+        files: Image paths.
+        size: Side to resize to.
+        channels: 1 (grey) or 3 (RGB).
+
+    Returns:
+        uint8 ``(N, n_C, size, size)``.
+
+    Raises:
+        ImageDecodeError: For a file that cannot be decoded (the message names it).
+    """
+    from PIL import Image
+
+    from cnnkit.data.images import decode_image
+
+    images = []
+    for f in files:
+        a = decode_image(f, channels)  # (n_H, n_W, n_C) uint8
+        if a.shape[:2] != (size, size):
+            im = Image.fromarray(a[..., 0] if channels == 1 else a)
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+            a = a.reshape(size, size, channels)  # (size, size[, n_C]) -> (size, size, n_C)
+        images.append(a)
+    if not images:
+        return torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    stack = torch.from_numpy(np.stack(images))  # (N, n_H, n_W, n_C)
+    return stack.permute(0, 3, 1, 2).contiguous()  # (N, n_H, n_W, n_C) -> (N, n_C, n_H, n_W)
 
 
 def split_identities(

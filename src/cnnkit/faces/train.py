@@ -35,7 +35,14 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.faces.data import FaceSet, PKGroups, read_faces, sample_pairs, split_identities
+from cnnkit.faces.data import (
+    FaceSet,
+    PKGroups,
+    load_images,
+    read_faces,
+    sample_pairs,
+    split_identities,
+)
 from cnnkit.faces.losses import MINERS, mine_triplets, pairwise_sq_distances, triplet_loss
 from cnnkit.faces.model import build_embedder
 from cnnkit.faces.verify import (
@@ -303,30 +310,6 @@ class Encoder:
     def files(self, files: Sequence[Path]) -> np.ndarray:
         """Encodings of image files (decoded and resized as in training)."""
         return self(load_images(files, self.size, self.channels))
-
-
-def load_images(files: Sequence[Path], size: int, channels: int) -> torch.Tensor:
-    """Decode and resize image files as :func:`~cnnkit.faces.data.read_faces` does.
-
-    Args:
-        files: Image paths.
-        size: Side to resize to.
-        channels: 1 or 3.
-
-    Returns:
-        uint8 ``(N, n_C, size, size)``.
-    """
-    from PIL import Image
-
-    from cnnkit.data.images import decode_image
-
-    out = []
-    for f in files:
-        a = decode_image(f, channels=channels)  # (H, W, n_C) uint8; one sentence if bad
-        im = Image.fromarray(a[:, :, 0] if channels == 1 else a)
-        a = np.asarray(im.resize((size, size), Image.BILINEAR)).reshape(size, size, channels)
-        out.append(torch.from_numpy(a.copy()).permute(2, 0, 1))  # (H, W, C) -> (C, H, W)
-    return torch.stack(out) if out else torch.zeros(0, channels, size, size, dtype=torch.uint8)
 
 
 @dataclass
