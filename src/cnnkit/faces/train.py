@@ -62,11 +62,13 @@ __all__ = [
     "Encoder",
     "FacesConfig",
     "FacesRun",
+    "GalleryScores",
     "OneShotScores",
     "TripletTask",
     "distances_of",
     "evaluate_one_shot",
     "load_encoder",
+    "one_shot_by_size",
     "pairs_of",
     "train",
 ]
@@ -83,6 +85,9 @@ class FacesConfig:
         backbone: ``small`` (a CPU-sized ConvNet) or a zoo model (``resnet18``, ...).
         width: The small backbone's first filters.
         dim: Encoding size ``d``.
+        flip: Encode each image and its mirror image and average the two (then
+            normalise): test-time augmentation matching training's random flips; stored
+            with the weights, so enrolling and querying do the same.
         mining: Triplets per batch: ``semi_hard`` (FaceNet), ``batch_hard``, ``random``.
         alpha: The triplet loss margin.
         persons: ``P``, persons per batch.
@@ -111,6 +116,7 @@ class FacesConfig:
     backbone: str = "small"
     width: int = 16
     dim: int = 128
+    flip: bool = True
     mining: str = "semi_hard"
     alpha: float = 0.2
     persons: int = 16
@@ -162,6 +168,8 @@ class FacesConfig:
             raise CnnkitError(
                 f"persons must be >= 2 (a triplet needs another person), got {self.persons}."
             )
+        if not isinstance(self.flip, bool):
+            raise CnnkitError(f"flip must be true or false, got {self.flip!r}.")
         if self.channels not in (1, 3):
             raise CnnkitError(f"channels must be 1 or 3, got {self.channels!r}.")
         if self.mining not in MINERS:
@@ -279,9 +287,11 @@ class TripletTask(Task):
 class Encoder:
     """Images to encodings with a trained network, counting every image it encodes.
 
+    With ``meta["flip"]`` an image's encoding is ``normalise(f(x) + f(mirror(x)))``.
+
     Args:
         model: The :class:`~cnnkit.faces.model.EmbeddingNet`.
-        meta: Its weights' metadata (``preprocess``, ``metric``, ``model_id``, ...).
+        meta: Its weights' metadata (``preprocess``, ``metric``, ``model_id``, ``flip``).
     """
 
     def __init__(self, model: nn.Module, meta: dict[str, Any]) -> None:
@@ -290,6 +300,7 @@ class Encoder:
         self.size, self.channels = int(pre["size"][0]), int(pre["channels"])
         self.mean = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
         self.std = torch.tensor(pre["std"]).view(1, -1, 1, 1)
+        self.flip = bool(meta.get("flip", False))
         self.count = 0  # images encoded so far
 
     @property
@@ -303,7 +314,12 @@ class Encoder:
         with torch.no_grad():
             for k in range(0, len(images), batch):
                 x = (images[k : k + batch].float() / 255 - self.mean) / self.std
-                out.append(self.model(x).numpy().astype(np.float32))
+                if self.flip:
+                    z = self.model(torch.cat([x, x.flip(-1)]))  # (2B, d): images, mirrors
+                    z = torch.nn.functional.normalize(z[: len(x)] + z[len(x) :], dim=1)
+                else:
+                    z = self.model(x)
+                out.append(z.numpy().astype(np.float32))
         self.count += len(images)
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
@@ -435,6 +451,97 @@ def evaluate_one_shot(
         pairs_same=int(same.sum()),
         pairs_diff=int((~same).sum()),
     )
+
+
+#: Database sizes :func:`one_shot_by_size` measures (those below the persons held out).
+GALLERY_SIZES = (10, 30, 100)
+
+
+@dataclass
+class GalleryScores:
+    """One-shot identification with databases of one size, averaged over random draws.
+
+    Attributes:
+        enrolled: Persons in each database, each enrolled from ONE random image.
+        draws: Databases drawn.
+        threshold: The identification threshold for that size.
+        top1: Share of the enrolled persons' other images whose nearest person is right.
+        top1_at_threshold: Share right AND within the threshold.
+        unknown_rejected: Share of the other persons' images answered "not recognised".
+    """
+
+    enrolled: int
+    draws: int
+    threshold: float
+    top1: float
+    top1_at_threshold: float
+    unknown_rejected: float
+
+    def line(self) -> str:
+        """One line of the summary."""
+        return (
+            f"  {self.enrolled:>4} enrolled (threshold {self.threshold:.4f}, {self.draws} "
+            f"draws): top-1 {self.top1:.2%}, at the threshold {self.top1_at_threshold:.2%}, "
+            f"strangers rejected {self.unknown_rejected:.2%}"
+        )
+
+
+def one_shot_by_size(
+    enc: np.ndarray,
+    faces: FaceSet,
+    cal: Calibration,
+    metric: str = "euclidean",
+    sizes: Sequence[int] = GALLERY_SIZES,
+    draws: int = 100,
+    seed: int = 0,
+) -> list[GalleryScores]:
+    """One-shot identification as the database grows (a larger one needs a stricter
+    threshold to keep strangers out, so fewer of its persons are accepted).
+
+    For each size ``n`` below the number of persons in ``faces``, ``draws`` times: ``n``
+    persons drawn at random are enrolled from one random image each; their other images
+    are queries; every image of the other persons is a stranger. The threshold is
+    :func:`~cnnkit.faces.verify.open_set_threshold` for ``n`` persons.
+
+    Args:
+        enc: ``(N, d)`` encodings of ``faces``' images.
+        faces: Held-out identities.
+        cal: The calibration (from other identities).
+        metric: ``euclidean`` or ``cosine``.
+        sizes: Database sizes.
+        draws: Databases per size.
+        seed: Seed of the draws.
+
+    Returns:
+        One :class:`GalleryScores` per size measured.
+    """
+    labels = faces.labels.numpy()
+    persons = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in sizes:
+        if n >= len(persons):
+            continue
+        t = open_set_threshold(cal, n)
+        top1, at_t, rejected = [], [], []
+        for _ in range(draws):
+            known = rng.choice(persons, n, replace=False)
+            gallery = np.array([rng.choice(np.nonzero(labels == p)[0]) for p in known])
+            is_gallery = np.zeros(len(labels), bool)
+            is_gallery[gallery] = True
+            q = np.nonzero(np.isin(labels, known) & ~is_gallery)[0]
+            u = np.nonzero(~np.isin(labels, known))[0]
+            dq = distance_matrix(enc[q], enc[gallery], metric)  # (queries, n)
+            right = known[dq.argmin(1)] == labels[q]
+            top1.append(right.mean())
+            at_t.append((right & (dq.min(1) <= t)).mean())
+            rejected.append((distance_matrix(enc[u], enc[gallery], metric).min(1) > t).mean())
+        out.append(
+            GalleryScores(
+                n, draws, t, float(np.mean(top1)), float(np.mean(at_t)), float(np.mean(rejected))
+            )
+        )
+    return out
 
 
 #: Up to this many images, calibration and test rates use every pair of images.
@@ -590,6 +697,7 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
         "backbone": cfg.backbone,
         "width": cfg.width,
         "dim": cfg.dim,
+        "flip": cfg.flip,
         "metric": cfg.metric,
         "preprocess": {
             "size": [cfg.size, cfg.size],
@@ -630,17 +738,23 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
         pairs=cfg.pairs,
         seed=cfg.seed,
     )
-    scores = evaluate_one_shot(encoder(te.images), te, cal, cfg.metric, cfg.pairs, cfg.seed + 1)
+    enc_te = encoder(te.images)
+    scores = evaluate_one_shot(enc_te, te, cal, cfg.metric, cfg.pairs, cfg.seed + 1)
+    by_size = one_shot_by_size(enc_te, te, cal, cfg.metric, seed=cfg.seed + 2)
     (run / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=2))
     plot_roc(d, same, cal).savefig(run / "roc.png", dpi=100)
     result = {
         "calibration": cal.to_dict(),
         "test": asdict(scores),
+        "by_size": [asdict(g) for g in by_size],
         "seconds": seconds,
         "mining": cfg.mining,
     }
     (run / "faces.json").write_text(json.dumps(result, indent=2))
     text = f"training {seconds:.1f} s ({cfg.mining} triplets)\n{cal.line()}\n{scores.table()}\n"
+    if by_size:
+        text += "one-shot identification by database size (random persons and images):\n"
+        text += "".join(g.line() + "\n" for g in by_size)
     (run / "summary.txt").write_text(text)
     out = FacesRun(run, model, cal, scores, res.history, seconds)
     if after is not None:
