@@ -136,16 +136,30 @@ def test_verify_rename_and_mistakes(world, capsys):
 
 
 def test_a_database_of_other_weights_is_refused(world, capsys):
+    from cnnkit.faces.data import read_faces
+    from cnnkit.faces.train import calibrate_on, load_encoder
+    from cnnkit.train.checkpoint import load_weights_file
+
     root, data, run = world
     other = ["faces", "train", f"data={data}", "size=32", "epochs=1", "persons=4"]
     other += ["per_person=2", "width=8", "dim=16", "pairs=50", "verbose=0", "workers=0"]
-    other += [f"project={root / 'runs'}", "name=other", "seed=7"]
+    other += [f"project={root / 'runs'}", "name=other", "seed=7", "loss=binary"]
     assert main(other) == 0
+    # the Siamese run: its head (w_k, b) is saved with the network and loaded back
+    run2 = root / "runs" / "faces" / "other"
+    state, meta = load_weights_file(run2 / "weights" / "best.safetensors")
+    assert meta["loss"] == "binary" and state["head.fc.weight"].shape == (1, 16)
+    assert "dev_pair_error" in (run2 / "results.csv").read_text().splitlines()[0]
+    enc = load_encoder(run2)
+    assert enc.model.head is not None and enc.meta["model_id"] != load_encoder(run).meta["model_id"]
+    dev = read_faces(data, size=32).subset(meta["identities"]["dev"])
+    cal, _, _ = calibrate_on(enc, dev, pairs=50, seed=7)
+    saved = json.loads((run2 / "faces.json").read_text())["calibration"]["threshold"]
+    assert cal.threshold == pytest.approx(saved, abs=1e-6)
     db = root / "three.db"
     img = next((data / "person_000").glob("*.png"))
     assert main(["faces", "enroll", f"run={run}", f"db={db}", "name=a", f"source={img}"]) == 0
     capsys.readouterr()
-    run2 = root / "runs" / "faces" / "other"
     assert main(["faces", "enroll", f"run={run2}", f"db={db}", "name=b", f"source={img}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other weights" in err[0], err
@@ -170,6 +184,7 @@ def test_training_data_mistakes_are_one_sentence(tmp_path, capsys):
         ([f"data={tmp_path / 'd'}"], "bob"),  # an empty identity folder
         ([f"data={tmp_path / 'd'}", "mining=semihard"], "did you mean 'semi_hard'"),
         ([f"data={tmp_path / 'd'}", "per_person=1"], "per_person must be an integer >= 2"),
+        ([f"data={tmp_path / 'd'}", "loss=binery"], "did you mean 'binary'"),
         ([f"data={tmp_path / 'd'}", "dev=0.5", "test=0.5"], "leaves no identities"),
     ]:
         assert main(["faces", "train", *args]) == 2

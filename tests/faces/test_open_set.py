@@ -96,3 +96,35 @@ def test_flip_encoder_averages_the_mirror_image():
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     assert np.allclose(got, want, atol=1e-6) and flip.count == 5  # images, not forwards
     assert np.allclose(flip(images.flip(-1)), got, atol=1e-6)  # a mirror encodes the same
+
+
+def test_pair_task_is_the_balanced_logistic_loss_of_every_pair():
+    import torch
+
+    from cnnkit.faces.losses import SiameseHead
+    from cnnkit.faces.train import PairTask
+
+    torch.manual_seed(0)
+    head = SiameseHead(4, "l1")
+    task = PairTask(head, per_person=2)
+    f = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)  # P=3 persons x K=2
+    y = torch.tensor([[0, 0], [1, 1], [2, 2]])
+    w, b = head.fc.weight[0].detach().numpy(), float(head.fc.bias.detach())
+    same_l, diff_l, errors = [], [], [[], []]
+    e = f.numpy()
+    lab = y.reshape(-1).numpy()
+    for i in range(6):
+        for j in range(i + 1, 6):
+            z = float(np.abs(e[i] - e[j]) @ w + b)
+            yhat = 1 / (1 + np.exp(-z))
+            one = lab[i] == lab[j]
+            (same_l if one else diff_l).append(-np.log(yhat if one else 1 - yhat))
+            errors[0 if one else 1].append((z > 0) != one)
+    assert len(same_l) == 3 and len(diff_l) == 12
+    want = (np.mean(same_l) + np.mean(diff_l)) / 2
+    assert task.loss(f, y).item() == pytest.approx(want, rel=1e-5)
+    sums = torch.zeros(task.n_sums, dtype=torch.float64)
+    task.count(sums, f, y, task.loss(f, y))
+    got = task.summarize(sums)
+    assert got["loss"] == pytest.approx(want, rel=1e-5)
+    assert got["pair_error"] == pytest.approx((np.mean(errors[0]) + np.mean(errors[1])) / 2)

@@ -9,7 +9,7 @@ from cnnkit.cli.args import check_keys, task_mode
 from cnnkit.errors import CnnkitError
 
 HELP = """\
-usage: cnnkit faces train data=DIR [mining=semi_hard alpha=0.2 persons=16 per_person=4 ...]
+usage: cnnkit faces train data=DIR [loss=triplet|binary mining=semi_hard alpha=0.5 persons=16 ...]
        cnnkit faces calibrate run=RUN data=DIR [method=eer|far|accuracy target_far=0.01 db=FILE]
        cnnkit faces enroll run=RUN db=FILE name=PERSON source=IMG_OR_DIR
        cnnkit faces verify run=RUN db=FILE name=PERSON source=IMG_OR_DIR
@@ -19,7 +19,8 @@ usage: cnnkit faces train data=DIR [mining=semi_hard alpha=0.2 persons=16 per_pe
        cnnkit faces list run=RUN db=FILE
 
 An embedding network f(x) (an L2-normalised vector) trained with the triplet loss
-on P x K batches (P persons, K images each) of DIR/<person>/*.jpg; identities are split
+(or as a Siamese binary classifier of pairs: loss=binary) on P x K batches (P persons,
+K images each) of DIR/<person>/*.jpg; identities are split
 train / dev / test (never one person's images across splits). The threshold on the
 distance d(f(x1), f(x2)) is calibrated on dev pairs (eer, a target false-accept rate,
 or best accuracy). enroll stores a person's encodings in a SQLite database (one image

@@ -26,6 +26,11 @@ class EmbeddingNet(nn.Module):
         features: A module mapping images to a feature map ``(B, C, n_H', n_W')``.
         channels: ``C``, the feature map's channels.
         dim: Encoding size ``d``.
+
+    Attributes:
+        head: The Siamese head (:class:`~cnnkit.faces.losses.SiameseHead`) of a network
+            trained with ``loss=binary``, saved with it; None otherwise. ``forward``
+            does not use it.
     """
 
     def __init__(self, features: nn.Module, channels: int, dim: int = 128) -> None:
@@ -35,6 +40,7 @@ class EmbeddingNet(nn.Module):
         self.flatten = nn.Flatten()  # (B, C, 1, 1) -> (B, C)
         self.fc = nn.Linear(channels, dim)
         self.dim = dim
+        self.head: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encodings ``(B, d)`` with unit L2 norm."""

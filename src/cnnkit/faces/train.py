@@ -4,7 +4,8 @@
 (never images of one person) into train / dev / test, trains an
 :class:`~cnnkit.faces.model.EmbeddingNet` with :func:`cnnkit.train.fit` (the one
 trainer: checkpoints, resume, progress) on P x K batches (P persons, K images each)
-with mined triplets, then:
+with mined triplets (``loss=triplet``) or as the course's Siamese binary classifier of
+every pair of the batch (``loss=binary``, :class:`PairTask`), then:
 
 1. calibrates the verification threshold on pairs of the *dev* identities
    (:mod:`cnnkit.faces.verify`), and draws their ROC (``roc.png``);
@@ -43,7 +44,13 @@ from cnnkit.faces.data import (
     sample_pairs,
     split_identities,
 )
-from cnnkit.faces.losses import MINERS, mine_triplets, pairwise_sq_distances, triplet_loss
+from cnnkit.faces.losses import (
+    MINERS,
+    SiameseHead,
+    mine_triplets,
+    pairwise_sq_distances,
+    triplet_loss,
+)
 from cnnkit.faces.model import build_embedder
 from cnnkit.faces.verify import (
     METHODS,
@@ -64,6 +71,7 @@ __all__ = [
     "FacesRun",
     "GalleryScores",
     "OneShotScores",
+    "PairTask",
     "TripletTask",
     "distances_of",
     "evaluate_one_shot",
@@ -72,6 +80,10 @@ __all__ = [
     "pairs_of",
     "train",
 ]
+
+
+#: Training losses of ``cnnkit faces train``.
+LOSSES = ("triplet", "binary")
 
 
 @dataclass
@@ -88,8 +100,18 @@ class FacesConfig:
         flip: Encode each image and its mirror image and average the two (then
             normalise): test-time augmentation matching training's random flips; stored
             with the weights, so enrolling and querying do the same.
+        loss: ``triplet`` (the triplet loss on mined triplets) or ``binary`` (the
+            Siamese alternative: a logistic unit on ``phi(f(x_i), f(x_j))`` says whether
+            a pair is one person; every pair of the batch, the two kinds weighted
+            equally; ``mining`` and ``alpha`` are then unused).
+        siamese: For ``loss=binary``: ``phi`` is ``l1`` (``|f_i - f_j|``) or ``chi2``
+            (``(f_i - f_j)^2 / (f_i + f_j)``).
         mining: Triplets per batch: ``semi_hard`` (FaceNet), ``batch_hard``, ``random``.
-        alpha: The triplet loss margin.
+        alpha: The triplet loss margin. 0.5 rather than the course's 0.2: on unit
+            vectors squared distances run from 0 to 4, and with 0.2 nearly every mined
+            triplet is satisfied early (0.1% still active) while the rare look-alikes
+            that a strict identification threshold must keep out are not pushed away
+            (measured in ``benchmarks/RESULTS.md``).
         persons: ``P``, persons per batch.
         per_person: ``K``, images of each person per batch.
         epochs: Passes over the training identities (each pass: every identity once,
@@ -117,8 +139,10 @@ class FacesConfig:
     width: int = 16
     dim: int = 128
     flip: bool = True
+    loss: str = "triplet"
+    siamese: str = "l1"
     mining: str = "semi_hard"
-    alpha: float = 0.2
+    alpha: float = 0.5
     persons: int = 16
     per_person: int = 4
     epochs: int = 60
@@ -172,6 +196,10 @@ class FacesConfig:
             raise CnnkitError(f"flip must be true or false, got {self.flip!r}.")
         if self.channels not in (1, 3):
             raise CnnkitError(f"channels must be 1 or 3, got {self.channels!r}.")
+        if self.loss not in LOSSES:
+            raise unknown_name("loss", str(self.loss), LOSSES)
+        if self.siamese not in ("l1", "chi2"):
+            raise unknown_name("siamese", str(self.siamese), ["l1", "chi2"])
         if self.mining not in MINERS:
             raise unknown_name("mining", str(self.mining), MINERS)
         if self.metric not in METRICS:
@@ -281,6 +309,75 @@ class TripletTask(Task):
         return {
             "loss": loss_n / n if n else float("nan"),
             "active": active / total if total else float("nan"),
+        }
+
+
+class PairTask(Task):
+    """The trainer's view of the Siamese binary alternative on P x K batches.
+
+    Every pair ``(i, j)``, ``i < j``, of the batch's ``P*K`` encodings is classified by
+    ``head`` (a :class:`~cnnkit.faces.losses.SiameseHead`: ``yhat = sigmoid(sum_k w_k
+    phi_k + b)``) as one person or two. A batch has far more pairs of two persons
+    (``P*K*(P-1)*K/2``) than of one (``P*K*(K-1)/2``), so the loss is the mean logistic
+    loss of the same-person pairs and that of the different-person pairs, averaged.
+    ``pair_error`` is the balanced error at ``yhat = 0.5``: (false rejects + false
+    accepts) / 2.
+
+    Args:
+        head: The Siamese head (a sub-module of the trained network, so the trainer
+            updates and saves its ``w_k`` and ``b``).
+        per_person: ``K``.
+    """
+
+    metric_names = ("pair_error",)
+    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "pair_error": False}
+    n_sums = 4  # loss * n, n, balanced error * n, n
+
+    def __init__(self, head: SiameseHead, per_person: int = 1) -> None:
+        self.head = head
+        self.images_per_example = per_person
+
+    def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Encodings of the batch's ``P*K`` images, ``(P*K, d)``."""
+        return net(x.flatten(0, 1))  # (P, K, n_C, n_H, n_W) -> (P*K, n_C, n_H, n_W)
+
+    def eval_forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """As :meth:`forward`, in eval mode."""
+        return self.forward(net, x, y)
+
+    def pairs(self, outputs: torch.Tensor, targets: torch.Tensor):
+        """Logits and same-person flags of every pair of the batch, each ``(n(n-1)/2,)``."""
+        labels = targets.reshape(-1)  # (P, K) -> (P*K,)
+        i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
+        return self.head(outputs[i], outputs[j]), labels[i] == labels[j]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Balanced logistic loss: mean over same pairs and over different pairs, averaged."""
+        logits, same = self.pairs(outputs, targets)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, same.float(), reduction="none")
+        parts = [bce[m].mean() for m in (same, ~same) if m.any()]
+        return torch.stack(parts).mean() if parts else outputs.sum() * 0
+
+    def count(
+        self, sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> None:
+        """Add ``loss * P``, ``P``, the balanced error times ``P``, and ``P``."""
+        n = targets.shape[0]
+        with torch.no_grad():
+            logits, same = self.pairs(outputs, targets)
+            rates = [((logits > 0) != same)[m].float().mean() for m in (same, ~same) if m.any()]
+        sums[0] += loss.double() * n
+        sums[1] += n
+        if rates:
+            sums[2] += float(torch.stack(rates).mean()) * n
+            sums[3] += n
+
+    def summarize(self, sums: torch.Tensor) -> dict[str, float]:
+        """``{"loss", "pair_error"}``."""
+        loss_n, n, err_n, m = sums.tolist()
+        return {
+            "loss": loss_n / n if n else float("nan"),
+            "pair_error": err_n / m if m else float("nan"),
         }
 
 
@@ -688,6 +785,8 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
     std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
     torch.manual_seed(cfg.seed)
     model = build_embedder(cfg.backbone, cfg.channels, cfg.dim, cfg.size, cfg.width)
+    if cfg.loss == "binary":
+        model.head = SiameseHead(cfg.dim, cfg.siamese)  # trained and saved with the network
     train_set = PKGroups(tr, cfg.per_person, mean, std, augment=True)
     dev_set = PKGroups(dv, cfg.per_person, mean, std, augment=False)
     run = start_run(cfg, "faces")
@@ -698,6 +797,8 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
         "width": cfg.width,
         "dim": cfg.dim,
         "flip": cfg.flip,
+        "loss": cfg.loss,
+        "siamese": cfg.siamese if cfg.loss == "binary" else None,
         "metric": cfg.metric,
         "preprocess": {
             "size": [cfg.size, cfg.size],
@@ -722,7 +823,11 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
         train_set,
         dev_set,
         config=tc,
-        task=TripletTask(cfg.mining, cfg.alpha, cfg.per_person),
+        task=(
+            PairTask(model.head, cfg.per_person)
+            if cfg.loss == "binary"
+            else TripletTask(cfg.mining, cfg.alpha, cfg.per_person)
+        ),
         run_dir=run,
         meta=meta,
     )
@@ -748,10 +853,12 @@ def train(cfg: FacesConfig | None = None, *, after: Any = None, **settings: Any)
         "test": asdict(scores),
         "by_size": [asdict(g) for g in by_size],
         "seconds": seconds,
+        "loss": cfg.loss,
         "mining": cfg.mining,
     }
     (run / "faces.json").write_text(json.dumps(result, indent=2))
-    text = f"training {seconds:.1f} s ({cfg.mining} triplets)\n{cal.line()}\n{scores.table()}\n"
+    how = f"{cfg.mining} triplets" if cfg.loss == "triplet" else f"Siamese {cfg.siamese} pairs"
+    text = f"training {seconds:.1f} s ({how})\n{cal.line()}\n{scores.table()}\n"
     if by_size:
         text += "one-shot identification by database size (random persons and images):\n"
         text += "".join(g.line() + "\n" for g in by_size)
@@ -794,6 +901,8 @@ def load_encoder(run: str | os.PathLike) -> Encoder:
     model = build_embedder(
         meta["backbone"], pre["channels"], meta["dim"], pre["size"][0], meta["width"]
     )
+    if meta.get("loss") == "binary":
+        model.head = SiameseHead(meta["dim"], meta["siamese"])
     model.load_state_dict(state)
     meta["model_id"] = fingerprint_model(model)
     cal = r / "calibration.json"
