@@ -132,7 +132,9 @@ def main() -> None:
         + (
             f"\n\n{args.identities} synthetic identities x {args.per_identity} images, "
             f"{args.size}x{args.size}; identities split 60/20/20 (train / dev for the "
-            f"threshold / test); {args.epochs} epochs of P x K = 16 x 4 batches{extra}; "
+            f"threshold / test); {args.epochs} epochs of P x K = 16 x 4 batches{extra} "
+            "(defaults alpha=0.5, flip=true; `binary` is loss=binary, the Siamese head on "
+            "|f_i - f_j|, measured by the distance between encodings); "
             f"threshold by calibrate={args.calibrate} (target FAR {args.target_far:g}) on "
             "dev pairs. Test: half the test persons enrolled from one image each, the other "
             "half unknown.\n\nBy database size: n random test persons enrolled from one "
