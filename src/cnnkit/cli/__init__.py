@@ -34,6 +34,7 @@ commands:
   tune      random search on log scales; lr_find:  cnnkit tune lr=1e-4..1:log trials=20
   detect    YOLO: train | val | predict | summary:  cnnkit detect train data=PATH/data.yaml
   faces     embeddings, verification, recognition: cnnkit faces train data=DIR
+  style     neural style transfer:                 cnnkit style content=IMG style=IMG
   report    a run's report.html, or one plot:      cnnkit report run=runs/classify/NAME
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
@@ -105,6 +106,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "report": _lazy("report", "report"),
         "detect": _lazy("detect", "detect"),
         "faces": _lazy("faces", "faces"),
+        "style": _lazy("style", "style"),
     }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
