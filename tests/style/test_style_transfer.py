@@ -3,6 +3,8 @@ on scikit-learn's bundled photos, colour preservation, and the command line."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -169,6 +171,6 @@ def test_lbfgs_descends_without_clamping_in_its_closure():
     torch.manual_seed(0)
     res = transfer(C, S, size=64, steps=15, optimizer="lbfgs", verbose=0)
     J = [h["J"] for h in res.history]
-    assert all(b <= a * (1 + 1e-6) for a, b in zip(J, J[1:]))  # every step is a descent
+    assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(J))  # every step is a descent
     assert J[-1] < 0.5 * J[0]
     assert res.image.min() >= 0 and res.image.max() <= 1
