@@ -174,3 +174,10 @@ def test_lbfgs_descends_without_clamping_in_its_closure():
     assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(J))  # every step is a descent
     assert J[-1] < 0.5 * J[0]
     assert res.image.min() >= 0 and res.image.max() <= 1
+
+
+def test_random_weights_are_said_plainly(capsys):
+    C, S = _photos(16)
+    res = transfer(C, S, size=16, steps=1, verbose=1)
+    said = capsys.readouterr().out
+    assert not res.pretrained and "quality needs pretrained weights" in said

@@ -1,7 +1,9 @@
-"""Neural style transfer's cost functions: content, Gram-matrix style, total and TV.
+"""Neural style transfer: J(G) = alpha * J_content(C, G) + beta * J_style(S, G).
 
-See :mod:`cnnkit.style.costs` for the normalisations (they differ between
-implementations, so the weights ``alpha`` and ``beta`` do not transfer).
+The costs (:mod:`cnnkit.style.costs`, every normalisation stated: they differ between
+implementations, so the weights ``alpha`` and ``beta`` do not transfer), the frozen
+feature network (:mod:`cnnkit.style.features`, VGG-19 by default) and the optimisation
+of G's pixels (:func:`cnnkit.style.transfer.transfer`).
 """
 
 from cnnkit.style.costs import (
@@ -13,13 +15,16 @@ from cnnkit.style.costs import (
     total_variation,
     unroll,
 )
+from cnnkit.style.transfer import StyleResult, transfer
 
 __all__ = [
+    "StyleResult",
     "content_cost",
     "gram_matrix",
     "layer_style_cost",
     "style_cost",
     "total_cost",
     "total_variation",
+    "transfer",
     "unroll",
 ]
