@@ -113,6 +113,11 @@ def test_cli_writes_the_image_the_panel_and_the_steps(tmp_path, capsys):
         (["beta=-1"], "beta must be a number > 0"),
         (["optimizer=lbgfs"], "did you mean 'lbfgs'"),
         (["stepz=3"], "did you mean steps="),
+        (["out=none"], "out= must name the image"),
+        (["out=g.jpg"], "must be a .png file"),
+        (["seed=1.5"], "seed must be a whole number"),
+        (["style_layers=block1_conv1:-1"], "weight of style layer 'block1_conv1'"),
+        (["normalization=lectur"], "did you mean 'lecture'"),
     ],
 )
 def test_cli_mistakes_are_one_sentence(tmp_path, capsys, extra, words):
@@ -124,7 +129,8 @@ def test_cli_mistakes_are_one_sentence(tmp_path, capsys, extra, words):
     for e in extra:
         k, _, v = e.partition("=")
         opts[k] = {"BAD": str(tmp_path / "bad.jpg")}.get(v, v)
-    args = ["style", *(f"{k}={v}" for k, v in opts.items()), f"out={tmp_path / 'g.png'}"]
+    opts.setdefault("out", str(tmp_path / "g.png"))
+    args = ["style", *(f"{k}={v}" for k, v in opts.items())]
     assert main([*args, "size=16", "steps=1", "verbose=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
@@ -181,3 +187,28 @@ def test_random_weights_are_said_plainly(capsys):
     res = transfer(C, S, size=16, steps=1, verbose=1)
     said = capsys.readouterr().out
     assert not res.pretrained and "quality needs pretrained weights" in said
+
+
+def test_other_zoo_models_are_read_by_module_path():
+    """ResNet-18: a block's output, and a ReLU its block calls twice read at its first call."""
+    torch.manual_seed(0)
+    net = build_features("resnet18")
+    assert {"4", "4.0", "4.0.relu", "4.0.bn1"} <= set(net.names)
+    x = torch.rand(1, 3, 32, 32)
+    got = net(x, ["4.0", "4.0.relu", "4.0.bn1"])
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (3,) -> (1, 3, 1, 1)
+    with torch.no_grad():
+        h = net.net[:4]((x - mean) / std)  # stem: conv, bn, relu, max-pool
+        block = net.net[4][0]
+        bn1 = block.bn1(block.conv1(h))
+        assert torch.allclose(got["4.0.bn1"], bn1)  # not rewritten by a later in-place op
+        assert torch.allclose(got["4.0.relu"], torch.relu(bn1))  # the first call
+        assert torch.allclose(got["4.0"], block(h))
+
+
+def test_the_seed_fixes_random_weights_and_noise():
+    C, S = _photos(16)
+    runs = [transfer(C, S, size=16, steps=2, verbose=0, seed=3).history for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert transfer(C, S, size=16, steps=2, verbose=0, seed=4).history != runs[0]

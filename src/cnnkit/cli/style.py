@@ -49,7 +49,8 @@ KEYS = (
 
 def _layers(text: object) -> dict[str, float] | list[str]:
     """``a,b,c`` -> names; ``a:0.5,b:0.5`` -> name -> lambda."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    raw = text if isinstance(text, list) else str(text).split(",")
+    items = [str(t).strip() for t in raw if str(t).strip()]
     if not items:
         raise CnnkitError("style_layers is empty; e.g. style_layers=block1_conv1,block2_conv1.")
     if not any(":" in t for t in items):
@@ -57,6 +58,8 @@ def _layers(text: object) -> dict[str, float] | list[str]:
     out: dict[str, float] = {}
     for t in items:
         name, _, w = t.partition(":")
+        if name in out:
+            raise CnnkitError(f"style layer {name!r} is given twice; keep one {name}:WEIGHT.")
         try:
             out[name] = float(w)
         except ValueError:
@@ -84,6 +87,10 @@ def style(argv: Sequence[str]) -> int:
 
     kw = {k: v for k, v in opts.items() if k not in ("content", "style")}
     kw.setdefault("out", "styled.png")
+    if kw["out"] is None or kw["out"] is True or not str(kw["out"]).strip():
+        raise CnnkitError("out= must name the image to write; e.g. out=styled.png.")
+    if "verbose" in kw and kw["verbose"] not in (0, 1):
+        raise CnnkitError(f"verbose must be 0 or 1, got {kw['verbose']!r}.")
     for key in ("out", "content_layer", "model", "weights", "optimizer", "init"):
         if key in kw and kw[key] is not None:
             kw[key] = str(kw[key])

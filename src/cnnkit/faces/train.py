@@ -229,7 +229,19 @@ class FacesConfig:
                 )
 
 
-class TripletTask(Task):
+class _GroupsTask(Task):
+    """A task on P x K batches: ``x (P, K, n_C, n_H, n_W)`` encoded as ``P*K`` images."""
+
+    def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Encodings of the batch's ``P*K`` images, ``(P*K, d)``."""
+        return net(x.flatten(0, 1))  # (P, K, n_C, n_H, n_W) -> (P*K, n_C, n_H, n_W)
+
+    def eval_forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """As :meth:`forward`, in eval mode."""
+        return self.forward(net, x, y)
+
+
+class TripletTask(_GroupsTask):
     """The trainer's view of triplet training on P x K batches.
 
     A batch arrives as ``x (P, K, n_C, n_H, n_W)`` and ``y (P, K)``; :meth:`forward`
@@ -252,14 +264,6 @@ class TripletTask(Task):
     def __init__(self, mining: str = "semi_hard", alpha: float = 0.2, per_person: int = 1) -> None:
         self.mining, self.alpha = mining, alpha
         self.images_per_example = per_person  # the trainer's speed counts images, not groups
-
-    def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Encodings of the batch's ``P*K`` images, ``(P*K, d)``."""
-        return net(x.flatten(0, 1))  # (P, K, n_C, n_H, n_W) -> (P*K, n_C, n_H, n_W)
-
-    def eval_forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """As :meth:`forward`, in eval mode."""
-        return self.forward(net, x, y)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean triplet loss over the mined triplets (0 when the batch has none)."""
@@ -312,7 +316,7 @@ class TripletTask(Task):
         }
 
 
-class PairTask(Task):
+class PairTask(_GroupsTask):
     """The trainer's view of the Siamese binary alternative on P x K batches.
 
     Every pair ``(i, j)``, ``i < j``, of the batch's ``P*K`` encodings is classified by
@@ -336,14 +340,6 @@ class PairTask(Task):
     def __init__(self, head: SiameseHead, per_person: int = 1) -> None:
         self.head = head
         self.images_per_example = per_person
-
-    def forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Encodings of the batch's ``P*K`` images, ``(P*K, d)``."""
-        return net(x.flatten(0, 1))  # (P, K, n_C, n_H, n_W) -> (P*K, n_C, n_H, n_W)
-
-    def eval_forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """As :meth:`forward`, in eval mode."""
-        return self.forward(net, x, y)
 
     def pairs(self, outputs: torch.Tensor, targets: torch.Tensor):
         """Logits and same-person flags of every pair of the batch, each ``(n(n-1)/2,)``."""

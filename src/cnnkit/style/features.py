@@ -68,13 +68,17 @@ class StyleFeatures(nn.Module):
     def __init__(self, net: nn.Module, names: dict[str, str], model: str, pretrained: bool) -> None:
         super().__init__()
         self.net = net.eval().requires_grad_(False)
-        for m in self.net.modules():
-            if isinstance(m, nn.ReLU):
+        for m in self.net.modules():  # a later in-place op must not rewrite a read layer
+            if isinstance(getattr(m, "inplace", None), bool):
                 m.inplace = False
         self.names = names
         self.model, self.pretrained = model, pretrained
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        )  # (3,) -> (1, 3, 1, 1)
+        self.register_buffer(
+            "std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        )  # (3,) -> (1, 3, 1, 1)
         self._modules_by_path = dict(self.net.named_modules())
 
     def check(self, layers: Sequence[str]) -> None:
@@ -121,9 +125,16 @@ class StyleFeatures(nn.Module):
                 if i == last:
                     break
             return out
+
+        def keep(name: str, o: torch.Tensor) -> None:
+            # the first call only (ResNet's blocks call one ReLU twice), and a copy: code
+            # such as ``out += identity`` or F.relu(inplace=True) may rewrite the output
+            if name not in out:
+                out[name] = o.clone()
+
         hooks = [
             self._modules_by_path[path].register_forward_hook(
-                lambda _m, _i, o, name=name: out.__setitem__(name, o)
+                lambda _m, _i, o, name=name: keep(name, o)
             )
             for path, name in want.items()
         ]
@@ -163,15 +174,19 @@ def build_features(model: str = "vgg19", weights: str | None = None) -> StyleFea
         names = vgg_layer_names(net)
     else:
         net = conv_features(model, 3, weights)
-        names = {  # every top-level block and every leaf layer, by its path
-            path: path
-            for path, m in net.named_modules()
-            if path and ("." not in path or not any(m.children()))
-        }
+        names = {path: path for path, _ in net.named_modules() if path}  # every module
     return StyleFeatures(net, names, model, pretrained=weights is not None)
 
 
 def _is_file_or_none(weights: str | None) -> bool:
+    """Whether ``weights`` is None or names a file (not a torchvision weights name).
+
+    Args:
+        weights: The ``weights=`` setting.
+
+    Returns:
+        True for None or a path.
+    """
     if weights is None:
         return True
     w = str(weights)
@@ -179,8 +194,21 @@ def _is_file_or_none(weights: str | None) -> bool:
 
 
 def _vgg_features(model: str, weights: str | None) -> nn.Sequential:
-    """VGG's ``features`` alone (no 100M-parameter classifier to build), initialised as
-    torchvision initialises VGG, with the ``features.*`` tensors of a weights file."""
+    """VGG's ``features`` alone (no 100M-parameter classifier to build).
+
+    Initialised as torchvision initialises VGG, then given the ``features.*`` tensors of
+    a weights file (or all of them, for a file of the features only).
+
+    Args:
+        model: ``vgg11`` ... ``vgg19_bn``.
+        weights: None or a weights file.
+
+    Returns:
+        The ``features`` stack.
+
+    Raises:
+        CnnkitError: When the file's tensors do not fit (the first bad key named).
+    """
     import torchvision.models.vgg as tv_vgg
 
     from cnnkit.models._base import read_state_dict
@@ -201,11 +229,21 @@ def _vgg_features(model: str, weights: str | None) -> nn.Sequential:
     feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     if not feats:  # a features-only file
         feats = state
-    try:
-        net.load_state_dict(feats)
-    except RuntimeError as e:
+    own = net.state_dict()
+    missing = [k for k in own if k not in feats]
+    extra = [k for k in feats if k not in own]
+    wrong = [k for k in own if k in feats and tuple(feats[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        what = (
+            f"has no tensor features.{missing[0]}"
+            if missing
+            else f"has an unexpected tensor features.{extra[0]}"
+            if extra
+            else f"gives features.{wrong[0]} the shape {tuple(feats[wrong[0]].shape)}, not "
+            f"{tuple(own[wrong[0]].shape)}"
+        )
         raise CnnkitError(
-            f"weights file {str(weights)!r} does not fit {model}'s convolutions "
-            f"({str(e).splitlines()[0]}); give torchvision's {model} weights."
-        ) from None
+            f"weights file {str(weights)!r} {what}; give torchvision's {model} weights."
+        )
+    net.load_state_dict(feats)
     return net

@@ -9,13 +9,15 @@ The loop:
 1. read C and S, resize both to ``size x size`` (as the course exercise does);
 2. compute the targets once: ``a_C`` at the content layer, ``a_S`` at the style layers;
 3. start G from C plus uniform noise in ``[-noise, noise]`` (the course) or from noise;
-4. per step: the costs, their gradient with respect to G's pixels, an Adam (the
-   course) or L-BFGS step, then the pixels are put back into ``[0, 1]``.
+4. per step: the costs, their gradient with respect to G's pixels, and an Adam (the
+   course) or L-BFGS step.
 
-The range is kept *after* each optimiser step, outside the function the optimiser
-calls: the well-known PyTorch tutorial clamps inside L-BFGS's closure, so the line
-search evaluates one image and steps from another, and the loss can blow up. Here the
-closure only evaluates ``J`` and its gradient at the current pixels.
+The pixels stay in ``[0, 1]`` without touching the function the optimiser calls: the
+well-known PyTorch tutorial clamps inside L-BFGS's closure, so the line search
+evaluates one image and steps from another, and the loss can blow up. Here the
+closure only evaluates ``J`` and its gradient. Adam's pixels are put back into
+``[0, 1]`` after each step; L-BFGS optimises ``z`` with pixels ``sigmoid(z)``, always
+valid, since a projection between its steps breaks the curvature pairs it keeps.
 
 ``preserve_color=True`` transfers on luminance only (Gatys et al. 2016, "Preserving
 color in neural artistic style transfer"): C and S become their luminance Y (YIQ),
@@ -26,6 +28,7 @@ grey images, and G's Y is put back with C's own chroma (I, Q).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +40,13 @@ import numpy as np
 import torch
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.style.costs import content_cost, style_cost, total_variation
+from cnnkit.style.costs import (
+    CONTENT_NORMALIZATIONS,
+    _check_weight,
+    content_cost,
+    style_cost,
+    total_variation,
+)
 
 __all__ = [
     "CONTENT_LAYER",
@@ -155,13 +164,48 @@ class StyleResult:
 
 
 def _positive(name: str, v: Any, integer: bool = False, zero_ok: bool = False) -> None:
-    bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+    """Refuse ``v`` unless it is a finite number > 0 (>= 0 with ``zero_ok``).
+
+    Args:
+        name: The setting (for the message).
+        v: Its value.
+        integer: Require a whole number.
+        zero_ok: Allow 0.
+
+    Raises:
+        CnnkitError: One sentence naming the setting.
+    """
+    bad = isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
     if integer:
-        bad = bad or not isinstance(v, int)
+        bad = bad or not isinstance(v, numbers.Integral)
     if bad or v < 0 or (v == 0 and not zero_ok):
         kind = "a whole number" if integer else "a number"
         bound = ">= 0" if zero_ok else "> 0"
         raise CnnkitError(f"{name} must be {kind} {bound}, got {v!r}.")
+
+
+def _as_image(x: Any, name: str, size: int) -> torch.Tensor:
+    """C or S as a float32 ``(1, 3, size, size)`` tensor in ``[0, 1]``.
+
+    Args:
+        x: A file, an ``(H, W, 3)`` uint8 array or a ``(1, 3, H, W)`` tensor in [0, 1].
+        name: ``content`` or ``style`` (for messages).
+        size: The side.
+
+    Returns:
+        The image.
+
+    Raises:
+        CnnkitError: A missing or undecodable file, or a tensor of another shape.
+    """
+    if not isinstance(x, torch.Tensor):
+        return load_image(x, size)
+    if x.ndim != 4 or x.shape[:2] != (1, 3):
+        raise CnnkitError(f"{name} must be a (1, 3, H, W) image, got {tuple(x.shape)}.")
+    x = x.detach().float()
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    return x.clamp(0, 1)
 
 
 def transfer(
@@ -217,7 +261,7 @@ def transfer(
         every: Write G every this many steps (0: never) next to ``out``.
         out: The final image's file (a PNG; the panel goes to ``<stem>_panel.png``);
             None writes nothing.
-        seed: Seed of the noise.
+        seed: Seed of the noise and of random feature weights (when none are given).
         verbose: 0 silent, 1 a progress bar with J, J_content, J_style.
         features: A :class:`~cnnkit.style.features.StyleFeatures` to reuse (default:
             built from ``model`` and ``weights``).
@@ -243,32 +287,39 @@ def transfer(
     _positive("noise", noise, zero_ok=True)
     _positive("tv", tv, zero_ok=True)
     _positive("every", every, integer=True, zero_ok=True)
+    _positive("seed", seed, integer=True, zero_ok=True)
     if lr is not None:
         _positive("lr", lr)
     if size < 16:
         raise CnnkitError(f"size must be at least 16 pixels, got {size}; e.g. size=128.")
+    if normalization not in CONTENT_NORMALIZATIONS:
+        raise unknown_name("normalization", str(normalization), CONTENT_NORMALIZATIONS)
     if style_layers is None:
         style_layers = dict(STYLE_LAYERS)
     elif not isinstance(style_layers, Mapping):
-        names = list(style_layers)
-        if not names:
-            raise CnnkitError("style_layers is empty; name at least one layer.")
-        style_layers = {n: 1.0 / len(names) for n in names}
+        names = [style_layers] if isinstance(style_layers, str) else list(style_layers)
+        if len(set(names)) != len(names):
+            raise CnnkitError(f"style_layers names a layer twice ({names}); keep one of each.")
+        style_layers = {str(n): 1.0 / len(names) for n in names} if names else {}
     style_layers = dict(style_layers)
+    if not style_layers:
+        raise CnnkitError("style_layers is empty; name at least one layer, e.g. block1_conv1.")
+    for name, w in style_layers.items():
+        _check_weight(f"the weight of style layer {name!r}", w, False, f"{name}:0.2")
+    if not sum(style_layers.values()) > 0:
+        raise CnnkitError("the style layers' weights are all 0; give one a weight above 0.")
     if out is not None:
         o = Path(out)
-        if not o.parent.is_dir():
+        if o.suffix.lower() != ".png":
+            raise CnnkitError(f"out={str(out)!r} must be a .png file; e.g. out=styled.png.")
+        if not o.parent.is_dir() or o.is_dir():
             raise CnnkitError(
-                f"out={str(out)!r} is not in an existing folder; e.g. out=styled.png."
+                f"out={str(out)!r} is not a file in an existing folder; e.g. out=styled.png."
             )
-    C = content if isinstance(content, torch.Tensor) else load_image(content, size)
-    S = style if isinstance(style, torch.Tensor) else load_image(style, size)
-    for name, x in (("content", C), ("style", S)):
-        if x.ndim != 4 or x.shape[:2] != (1, 3):
-            raise CnnkitError(f"{name} must be a (1, 3, H, W) image, got {tuple(x.shape)}.")
-    if C.shape != S.shape:
-        S = torch.nn.functional.interpolate(S, size=C.shape[-2:], mode="bilinear", antialias=True)
-    net = features if features is not None else build_features(model, weights)
+    C, S = (_as_image(x, name, size) for name, x in (("content", content), ("style", style)))
+    with torch.random.fork_rng():  # random weights drawn from the seed, the caller's RNG kept
+        torch.manual_seed(seed)
+        net = features if features is not None else build_features(model, weights)
     net.check([content_layer, *style_layers])  # unknown layers: one sentence, before any work
     if verbose and not net.pretrained:
         print(
@@ -345,14 +396,31 @@ def transfer(
     # search are not scale-free)
     scale = 1.0 / J0 if lbfgs and J0 > 0 and math.isfinite(J0) else 1.0
 
+    last: dict[str, Any] = {}  # the latest evaluation: L-BFGS starts each step with one
+
     def closure() -> torch.Tensor:
-        """J and its gradient at the current pixels (nothing else: no clamping here)."""
+        """J and its gradient at the current pixels (nothing else: no clamping here).
+
+        L-BFGS (one iteration per step) begins each step by evaluating J where the
+        previous step's line search ended: the same ``z``, so the stored value and
+        gradient are given back instead of a second forward and backward pass.
+        """
+        if lbfgs and last and torch.equal(last["z"], z.detach()):
+            z.grad = last["grad"].clone()
+            if not first:
+                first.update(last["row"])
+            return last["J"]
         opt.zero_grad()
         row = costs(pixels())
-        (row["J"] * scale).backward()
+        J = row["J"] * scale
+        J.backward()
+        values = {k: float(v.detach()) for k, v in row.items()}
         if not first:
-            first.update({k: float(v.detach()) for k, v in row.items()})
-        return row["J"] * scale
+            first.update(values)
+        if lbfgs:
+            last.update(z=z.detach().clone(), grad=z.grad.detach().clone(), row=values)
+            last["J"] = J.detach()
+        return J
 
     with bar:
         for step in range(steps):
@@ -369,7 +437,7 @@ def transfer(
                 )
             bar.update(first)
             if callback is not None:
-                callback(step, pixels().detach())
+                callback(step, _colour(pixels().detach(), original, preserve_color))
             if every and stem is not None and (step + 1) % every == 0:
                 files.append(
                     save_image(
