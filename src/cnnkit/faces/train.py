@@ -478,6 +478,33 @@ class OneShotScores:
         )
 
 
+def _identify(
+    enc: np.ndarray, labels: np.ndarray, gallery: np.ndarray, metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-shot identification against ``gallery``, one image per enrolled person.
+
+    Args:
+        enc: ``(N, d)`` encodings.
+        labels: ``(N,)`` persons.
+        gallery: Indices of the enrolled images (one per person).
+        metric: ``euclidean`` or ``cosine``.
+
+    Returns:
+        ``(right, d_query, d_stranger)``: for each query (an enrolled person's other
+        images), whether its nearest enrolled image is that person's and the distance to
+        it; for each stranger image (persons not enrolled), its distance to the nearest
+        enrolled image.
+    """
+    is_gallery = np.zeros(len(labels), bool)
+    is_gallery[gallery] = True
+    enrolled = np.isin(labels, labels[gallery])
+    q = np.nonzero(enrolled & ~is_gallery)[0]
+    u = np.nonzero(~enrolled)[0]
+    dq = distance_matrix(enc[q], enc[gallery], metric)  # (queries, enrolled)
+    du = distance_matrix(enc[u], enc[gallery], metric)  # (strangers, enrolled)
+    return labels[gallery][dq.argmin(1)] == labels[q], dq.min(1), du.min(1)
+
+
 def evaluate_one_shot(
     enc: np.ndarray,
     faces: FaceSet,
@@ -508,33 +535,22 @@ def evaluate_one_shot(
     labels = faces.labels.numpy()
     persons = sorted(set(labels.tolist()))
     known, unknown = persons[0::2], persons[1::2]
-    gallery = [int(np.nonzero(labels == p)[0][0]) for p in known]
-    g_lab = labels[gallery]
-    is_gallery = np.zeros(len(labels), bool)
-    is_gallery[gallery] = True
-    q = np.nonzero(np.isin(labels, known) & ~is_gallery)[0]
-    u = np.nonzero(np.isin(labels, unknown))[0]
-
-    def nearest(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = distance_matrix(enc[idx], enc[gallery], metric)  # (queries, enrolled)
-        return g_lab[d.argmin(1)], d.min(1)
-
+    gallery = np.array([int(np.nonzero(labels == p)[0][0]) for p in known])
+    right, dq, du = _identify(enc, labels, gallery, metric)
+    q, u = len(right), len(du)
     threshold = cal.threshold
     t_id = open_set_threshold(cal, len(known))
-    who, dq = nearest(q) if len(q) else (np.zeros(0), np.zeros(0))
-    right = who == labels[q]
-    _, du = nearest(u) if len(u) else (np.zeros(0), np.zeros(0))
     i, j, same = pairs_of(faces, pairs, seed=seed)
     dp = distances_of(enc, i, j, metric)
     acc = same & (dp <= threshold) | ~same & (dp > threshold)
     return OneShotScores(
         enrolled=len(known),
-        queries=len(q),
-        top1=float(right.mean()) if len(q) else float("nan"),
-        top1_at_threshold=float((right & (dq <= t_id)).mean()) if len(q) else float("nan"),
+        queries=q,
+        top1=float(right.mean()) if q else float("nan"),
+        top1_at_threshold=float((right & (dq <= t_id)).mean()) if q else float("nan"),
         unknown_persons=len(unknown),
-        unknown_queries=len(u),
-        unknown_rejected=float((du > t_id).mean()) if len(u) else float("nan"),
+        unknown_queries=u,
+        unknown_rejected=float((du > t_id).mean()) if u else float("nan"),
         pair_far=float((dp[~same] <= threshold).mean()),
         pair_frr=float((dp[same] > threshold).mean()),
         pair_accuracy=float(acc.mean()),
@@ -620,15 +636,10 @@ def one_shot_by_size(
         for _ in range(draws):
             known = rng.choice(persons, n, replace=False)
             gallery = np.array([rng.choice(np.nonzero(labels == p)[0]) for p in known])
-            is_gallery = np.zeros(len(labels), bool)
-            is_gallery[gallery] = True
-            q = np.nonzero(np.isin(labels, known) & ~is_gallery)[0]
-            u = np.nonzero(~np.isin(labels, known))[0]
-            dq = distance_matrix(enc[q], enc[gallery], metric)  # (queries, n)
-            right = known[dq.argmin(1)] == labels[q]
+            right, dq, du = _identify(enc, labels, gallery, metric)
             top1.append(right.mean())
-            at_t.append((right & (dq.min(1) <= t)).mean())
-            rejected.append((distance_matrix(enc[u], enc[gallery], metric).min(1) > t).mean())
+            at_t.append((right & (dq <= t)).mean())
+            rejected.append((du > t).mean())
         out.append(
             GalleryScores(
                 n, draws, t, float(np.mean(top1)), float(np.mean(at_t)), float(np.mean(rejected))
