@@ -79,7 +79,9 @@ def load_image(path: str | os.PathLike | np.ndarray, size: int) -> torch.Tensor:
     Raises:
         CnnkitError: A missing or undecodable file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from cnnkit.data.images import ImageDecodeError, decode_image
 
     if isinstance(path, np.ndarray):
         img = Image.fromarray(np.asarray(path, np.uint8)).convert("RGB")
@@ -87,12 +89,11 @@ def load_image(path: str | os.PathLike | np.ndarray, size: int) -> torch.Tensor:
         p = Path(path)
         if not p.is_file():
             raise CnnkitError(f"image {str(p)!r} does not exist; give the path of an image file.")
-        try:
-            with Image.open(p) as im:
-                img = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
+        try:  # the project's one decoder: formats, size limit, EXIF, alpha, 16-bit
+            img = Image.fromarray(decode_image(p, 3))
+        except ImageDecodeError as e:
             raise CnnkitError(
-                f"image {str(p)!r} cannot be decoded ({type(e).__name__}); give a PNG or JPEG."
+                f"image {str(p)!r} cannot be decoded ({e.reason}); give a PNG or JPEG."
             ) from None
     img = img.resize((size, size), Image.Resampling.BILINEAR)
     x = torch.from_numpy(np.asarray(img, np.float32) / 255.0)  # (H, W, 3)
