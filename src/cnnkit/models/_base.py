@@ -192,6 +192,20 @@ def read_state_dict(
     )
 
 
+def is_weights_file(weights: str | os.PathLike) -> bool:
+    """Whether a ``weights=`` setting names a file rather than a torchvision weights name.
+
+    Args:
+        weights: The setting (``runs/x/best.safetensors``, ``IMAGENET1K_V1``, ...).
+
+    Returns:
+        True for a path (a separator or a weights suffix) or an existing file.
+    """
+    w = str(weights)
+    looks_like_file = os.sep in w or "/" in w or Path(w).suffix in {".safetensors", ".pth", ".pt"}
+    return looks_like_file or Path(w).exists()
+
+
 def _torchvision_state_dict(tv_name: str | None, weights: str, model_name: str) -> dict:
     if tv_name is None:
         raise CnnkitError(
@@ -245,8 +259,7 @@ def load_weights(
         CnnkitError: If the weights cannot be read or do not fit.
     """
     w = str(weights)
-    looks_like_file = os.sep in w or "/" in w or Path(w).suffix in {".safetensors", ".pth", ".pt"}
-    if looks_like_file or Path(w).exists():
+    if is_weights_file(w):
         sd = read_state_dict(w)
     else:
         sd = _torchvision_state_dict(torchvision_name, w, model_name)

@@ -17,9 +17,7 @@ overwritten by the next one.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -162,13 +160,14 @@ def build_features(model: str = "vgg19", weights: str | None = None) -> StyleFea
         CnnkitError: An unknown model, or weights that cannot be read or do not fit.
     """
     from cnnkit.models import conv_features, create, list_models
+    from cnnkit.models._base import is_weights_file
 
     if model not in list_models():
         from cnnkit.errors import unknown_name
 
         raise unknown_name("model", str(model), list_models(), "cnnkit models")
     if model.startswith("vgg"):
-        net = _vgg_features(model, weights) if _is_file_or_none(weights) else None
+        net = _vgg_features(model, weights) if weights is None or is_weights_file(weights) else None
         if net is None:  # a torchvision weights name: the whole model, as torchvision loads it
             net = create(model, num_classes=1000, weights=weights).features
         names = vgg_layer_names(net)
@@ -176,21 +175,6 @@ def build_features(model: str = "vgg19", weights: str | None = None) -> StyleFea
         net = conv_features(model, 3, weights)
         names = {path: path for path, _ in net.named_modules() if path}  # every module
     return StyleFeatures(net, names, model, pretrained=weights is not None)
-
-
-def _is_file_or_none(weights: str | None) -> bool:
-    """Whether ``weights`` is None or names a file (not a torchvision weights name).
-
-    Args:
-        weights: The ``weights=`` setting.
-
-    Returns:
-        True for None or a path.
-    """
-    if weights is None:
-        return True
-    w = str(weights)
-    return "/" in w or os.sep in w or Path(w).suffix in {".safetensors", ".pth", ".pt", ".bin"}
 
 
 def _vgg_features(model: str, weights: str | None) -> nn.Sequential:
