@@ -35,6 +35,7 @@ commands:
   detect    YOLO: train | val | predict | summary:  cnnkit detect train data=PATH/data.yaml
   faces     embeddings, verification, recognition: cnnkit faces train data=DIR
   style     neural style transfer:                 cnnkit style content=IMG style=IMG
+  segment   U-Net: train | val | predict | summary: cnnkit segment train data=PATH/data.yaml
   report    a run's report.html, or one plot:      cnnkit report run=runs/classify/NAME
 
 TASK may precede a mode (`cnnkit classify train ...`); classify is the default.
@@ -107,6 +108,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "detect": _lazy("detect", "detect"),
         "faces": _lazy("faces", "faces"),
         "style": _lazy("style", "style"),
+        "segment": _lazy("segment", "segment"),
     }
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

@@ -51,6 +51,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnkit.data.draw import shape_mask as _shape_mask
+from cnnkit.data.draw import textured_background as _background
+from cnnkit.data.yolo_layout import load_yaml as _load_yaml
+from cnnkit.data.yolo_layout import split_images as _split_images
+from cnnkit.data.yolo_layout import yaml_names as _yolo_names
 from cnnkit.errors import CnnkitError, unknown_name
 
 __all__ = [
@@ -344,87 +349,6 @@ def _as_set(
 
 
 # ------------------------------------------------------------------------------ YOLO
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise CnnkitError(f"dataset file {str(path)!r} does not exist; check the path.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise CnnkitError(f"{str(path)!r}{line}: {problem}; fix the YAML syntax there.") from None
-    except UnicodeDecodeError:
-        raise CnnkitError(f"{str(path)!r} is not UTF-8 text; save it as UTF-8.") from None
-    if not isinstance(data, dict):
-        raise CnnkitError(f"{str(path)!r} must be a YAML mapping with train, val and names keys.")
-    return data
-
-
-def _yolo_names(data: dict[str, Any], path: Path) -> list[str]:
-    if "names" not in data:
-        raise CnnkitError(f"{str(path)!r} has no 'names' key; add names: [class0, class1, ...].")
-    names = data["names"]
-    if isinstance(names, dict):
-        try:
-            keyed = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            keyed = {}
-        if sorted(keyed) != list(range(len(names))):
-            raise CnnkitError(
-                f"{str(path)!r} names keys must be the class ids 0..{len(names) - 1}; "
-                "number the classes from 0 without gaps."
-            )
-        out = [keyed[k] for k in range(len(names))]
-    elif isinstance(names, list):
-        out = [str(n) for n in names]
-    else:
-        raise CnnkitError(
-            f"{str(path)!r} names must be a list or an {{id: name}} mapping; got "
-            f"{type(names).__name__}."
-        )
-    if not out:
-        raise CnnkitError(f"{str(path)!r} names is empty; list the class names.")
-    nc = data.get("nc")
-    if nc is not None and nc != len(out):
-        raise CnnkitError(
-            f"{str(path)!r} says nc: {nc} but names has {len(out)} entries; make them agree."
-        )
-    return out
-
-
-def _split_images(spec: Any, root: Path, yaml_path: Path, split: str) -> list[Path]:
-    """The image files a split names (folders searched recursively, or a .txt list)."""
-    from cnnkit.data.images import IMAGE_SUFFIXES
-
-    specs = spec if isinstance(spec, list) else [spec]
-    files: list[Path] = []
-    for s in specs:
-        if not isinstance(s, str) or not s:
-            raise CnnkitError(
-                f"{str(yaml_path)!r} {split}: must be a folder (or list of folders), got {s!r}."
-            )
-        p = Path(s)
-        p = p if p.is_absolute() else root / p
-        if p.is_dir():
-            found = [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
-            files += sorted(found, key=lambda f: f.relative_to(p).as_posix())
-        elif p.is_file() and p.suffix == ".txt":
-            for line in p.read_text(encoding="utf-8").splitlines():
-                line = line.strip()
-                if line:
-                    q = Path(line)
-                    files.append(q if q.is_absolute() else (p.parent / q))
-        else:
-            raise CnnkitError(
-                f"image folder {str(p)!r} ({split}: in {str(yaml_path)!r}) does not exist; "
-                "fix the path (relative to 'path', or to the yaml's folder)."
-            )
-    return files
 
 
 def _label_path(image: Path) -> Path:
@@ -821,43 +745,6 @@ def write_coco(
 
 
 # --------------------------------------------------------------------- synthetic shapes
-
-
-def _background(rng: np.random.Generator, size: int, plain: bool) -> np.ndarray:
-    """A float ``(size, size, 3)`` background: one colour, or a gradient plus smooth noise."""
-    if plain:
-        return np.broadcast_to(rng.integers(0, 256, 3).astype(np.float64), (size, size, 3)).copy()
-    c1, c2 = rng.uniform(0, 255, (2, 3))
-    angle = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    t = xx * math.cos(angle) + yy * math.sin(angle)
-    t = (t - t.min()) / max(t.max() - t.min(), 1e-9)
-    base = c1 * (1 - t)[..., None] + c2 * t[..., None]  # (n_H, n_W, 3)
-    k = int(rng.integers(3, 9))
-    coarse = torch.from_numpy(rng.normal(0, 1, (1, 3, k, k)))
-    smooth = torch.nn.functional.interpolate(
-        coarse, size=(size, size), mode="bicubic", align_corners=False
-    )[0].permute(1, 2, 0)  # (3, n_H, n_W) -> (n_H, n_W, 3)
-    return base + rng.uniform(10, 40) * smooth.numpy()
-
-
-def _shape_mask(shape: str, x0: int, y0: int, s: int, size: int, flip: bool):
-    from PIL import Image, ImageDraw
-
-    mask = Image.new("L", (size, size), 0)
-    d = ImageDraw.Draw(mask)
-    x1, y1 = x0 + s - 1, y0 + s - 1
-    if shape == "circle":
-        d.ellipse([x0, y0, x1, y1], fill=255)
-    elif shape == "square":
-        d.rectangle([x0, y0, x1, y1], fill=255)
-    elif shape == "triangle":
-        apex, base = (y1, y0) if flip else (y0, y1)
-        d.polygon([(x0 + (s - 1) / 2, apex), (x1, base), (x0, base)], fill=255)
-    else:  # diamond
-        mx, my = x0 + (s - 1) / 2, y0 + (s - 1) / 2
-        d.polygon([(mx, y0), (x1, my), (mx, y1), (x0, my)], fill=255)
-    return mask
 
 
 def _iou_cover(box: np.ndarray, others: list[np.ndarray]) -> tuple[float, float]:

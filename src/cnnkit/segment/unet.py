@@ -17,9 +17,16 @@ parameters. ``padding="same"`` (the default for training) pads every 3x3 convolu
 :class:`~cnnkit.blocks.unet.UNetUp`); an input whose sides do not divide by
 ``2^depth`` is zero-padded up to the next multiple and the scores are cropped back, so
 any size gives a mask of its own size (97x131 in, 97x131 out).
+
+:class:`EncoderUNet` puts a zoo model's convolutional part (``vgg11``, ``resnet18``,
+``mobilenet_v2``, ..., optionally with pretrained weights from a local file) in place of
+the contracting path: its last output at each resolution is a skip, and the expanding
+path climbs back with the same transposed-convolution steps.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +35,7 @@ from torch import nn
 from cnnkit.blocks.unet import DoubleConv, UNetUp
 from cnnkit.errors import CnnkitError, unknown_name
 
-__all__ = ["PADDINGS", "UNet"]
+__all__ = ["PADDINGS", "EncoderUNet", "UNet"]
 
 PADDINGS = ("same", "valid")
 
@@ -131,3 +138,95 @@ class UNet(nn.Module):
         if self.padding == "same":
             x = x[..., :n_H, :n_W]  # crop the padding back off
         return x
+
+
+class EncoderUNet(nn.Module):
+    """U-Net whose contracting path is a zoo model's convolutional part (transfer learning).
+
+    The encoder (:func:`cnnkit.models.conv_features`) is probed once with a
+    ``probe x probe`` input: the last output at every resolution becomes a skip. Each
+    expanding step is :class:`~cnnkit.blocks.unet.UNetUp` (2x2 transposed convolution,
+    ``s=2``, the skip concatenated, two 3x3 convolutions), to ``max(skip channels,
+    width)`` channels; when the encoder's first skip is already down-sampled (ResNet's
+    stride-2 stem), further steps climb to full resolution with the input image itself as
+    the last skip. Inputs are padded to a multiple of the encoder's total stride and the
+    scores cropped back, as in :class:`UNet`.
+
+    Args:
+        encoder: A registered model name.
+        in_channels: ``n_C`` of the images.
+        num_classes: Classes (background included).
+        width: Fewest channels of a decoder step.
+        weights: The encoder's weights (a local file), or None for random ones.
+        probe: Side of the probe input used to find the resolutions.
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        width: int = 16,
+        weights: str | None = None,
+        probe: int = 64,
+    ) -> None:
+        super().__init__()
+        from cnnkit.models import conv_features
+
+        self.encoder_name = encoder
+        self.encoder = conv_features(encoder, in_channels=in_channels, weights=weights)
+        stages = list(self.encoder.children()) or [self.encoder]
+        was = self.encoder.training
+        self.encoder.eval()
+        sizes, chans = [], []
+        with torch.no_grad():
+            x = torch.zeros(1, in_channels, probe, probe)
+            for m in stages:
+                x = m(x)
+                sizes.append(x.shape[-1])
+                chans.append(x.shape[1])
+        self.encoder.train(was)
+        # the last stage at each resolution is a tap (a skip, or the bottom for the last)
+        taps = [k for k in range(len(stages)) if k == len(stages) - 1 or sizes[k + 1] != sizes[k]]
+        res = [probe, *(sizes[k] for k in taps)]
+        for a, b in itertools.pairwise(res):
+            if b != a and b * 2 != a:
+                raise CnnkitError(
+                    f"encoder {encoder} goes from {a} to {b} pixels in one step; a U-Net "
+                    "encoder must halve the size at most once per stage (try vgg11, resnet18 "
+                    "or mobilenet_v2)."
+                )
+        self.stages = stages
+        self.taps = taps
+        self.stride = probe // sizes[taps[-1]]
+        skip_c = [chans[k] for k in taps[:-1]]
+        skip_s = [sizes[k] for k in taps[:-1]]
+        extra = sizes[taps[0]] < probe  # the input itself is the last skip
+        if extra:
+            skip_c, skip_s = [in_channels, *skip_c], [probe, *skip_s]
+        self.with_input = extra
+        self.up = nn.ModuleList()
+        c = chans[taps[-1]]
+        for sc in reversed(skip_c):
+            out = max(sc, width)
+            self.up.append(UNetUp(c, out, skip_channels=sc))
+            c = out
+        self.head = nn.Conv2d(c, num_classes, 1)
+        self._skip_sizes = skip_s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores per class and pixel, ``(B, num_classes, n_H, n_W)``."""
+        n_H, n_W = x.shape[-2:]
+        m = self.stride
+        pad_H, pad_W = -n_H % m, -n_W % m
+        if pad_H or pad_W:
+            x = F.pad(x, [0, pad_W, 0, pad_H])  # (B, C, H, W) -> (B, C, H+pH, W+pW)
+        skips = [x] if self.with_input else []
+        tapped = set(self.taps[:-1])
+        for k, stage in enumerate(self.stages):
+            x = stage(x)
+            if k in tapped:
+                skips.append(x)
+        for up, skip in zip(self.up, reversed(skips)):
+            x = up(x, skip)
+        return self.head(x)[..., :n_H, :n_W]  # crop the padding back off

@@ -46,6 +46,8 @@ def job_config(
     seed: int,
     workers: int | None,
     verbose: int,
+    monitor: str = "dev_loss",
+    patience: int = 0,
 ) -> TrainConfig:
     """The trainer's settings for a task job.
 
@@ -57,6 +59,8 @@ def job_config(
         seed: Seed of the weights, order and augmentation.
         workers: DataLoader workers (None: one per spare core).
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        monitor: The metric that picks the best weights (``dev_mean_iou``, ...).
+        patience: Early stopping after this many epochs without a better ``monitor``.
 
     Returns:
         A :class:`TrainConfig`: AdamW, fp32, contiguous, not compiled, no augmentation
@@ -71,6 +75,8 @@ def job_config(
         seed=seed,
         workers=workers,
         verbose=verbose,
+        monitor=monitor,
+        patience=patience,
         label_smoothing=0.0,
         aug="none",
         precision="fp32",

@@ -1,0 +1,630 @@
+"""The segment job: U-Net on a ``data.yaml`` of images and masks (``cnnkit segment ...``).
+
+``cnnkit segment train data=PATH/data.yaml`` calls :func:`train`: it reads the splits
+(:func:`~cnnkit.segment.data.read_segmentation`, every image and mask resized to
+``size x size``), builds a :class:`~cnnkit.segment.unet.UNet` (or an
+:class:`~cnnkit.segment.unet.EncoderUNet` on a zoo encoder), and trains it with
+:func:`cnnkit.train.fit` (the one trainer: checkpoints, resume, early stopping, progress,
+``results.csv``) on mask-aware augmented pairs, with the per-pixel cross-entropy + Dice
+loss. The best weights are chosen by the dev mean IoU, then scored on ``val``: pixel
+accuracy, per-class IoU and Dice, mean IoU and mean Dice (all from one confusion matrix
+summed over every pixel of the split; macro means over the classes present). The run
+folder is ``runs/segment/NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.segment.data import SegmentationSet, augment_pair, read_segmentation
+from cnnkit.segment.losses import segmentation_loss
+from cnnkit.segment.metrics import (
+    IGNORE_INDEX,
+    confusion_matrix,
+    mean_dice,
+    mean_iou,
+    pixel_accuracy,
+    segmentation_scores,
+)
+from cnnkit.segment.unet import EncoderUNet, UNet
+from cnnkit.train.tasks import Task
+
+__all__ = [
+    "SegmentConfig",
+    "SegmentRun",
+    "SegmentTask",
+    "load_segmenter",
+    "predict",
+    "predict_masks",
+    "scores_table",
+    "summary_text",
+    "train",
+    "val",
+]
+
+LOSSES = ("ce+dice", "ce", "dice")
+
+
+@dataclass
+class SegmentConfig:
+    """Every setting of a segment run.
+
+    Attributes:
+        data: The ``data.yaml`` (images/, masks/, names).
+        val: The split scored after training and used as dev set.
+        size: Images and masks are resized to ``size x size`` (masks by nearest neighbour).
+        channels: 1 or 3.
+        depth: U-Net pooling steps.
+        width: Filters of U-Net's first level (doubled per level).
+        encoder: A zoo model whose convolutional part replaces the contracting path
+            (``vgg11``, ``resnet18``, ``mobilenet_v2``, ...), or None for U-Net's own.
+        encoder_weights: Weights for the encoder (a local ``.safetensors``/``.pth`` file).
+        mode: ``multiclass`` (softmax over the classes) or ``binary`` (two classes, one
+            sigmoid output).
+        loss: ``ce+dice``, ``ce`` or ``dice``.
+        dice_weight: Weight of the Dice term in ``ce+dice``.
+        epochs: Passes over the training images.
+        batch: Mini-batch size.
+        lr: AdamW's learning rate (cosine decay).
+        weight_decay: AdamW's decay.
+        flip: Augmentation: probability of a left-right mirror (image and mask).
+        vflip: Augmentation: probability of an up-down mirror.
+        degrees: Augmentation: largest rotation.
+        scale: Augmentation: largest zoom change.
+        translate: Augmentation: largest shift, fraction of the side.
+        color: Augmentation: brightness / contrast jitter (image only).
+        seed: Seed of the weights, order and augmentation.
+        workers: DataLoader workers (None: one per spare core).
+        patience: Early stopping after this many epochs without a better dev mean IoU
+            (0: off).
+        project: Folder of runs (``project/segment/name``).
+        name: Run name (None: ``train``, ``train2``, ...).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+    """
+
+    data: str = ""
+    val: str = "val"
+    size: int = 64
+    channels: int = 3
+    depth: int = 3
+    width: int = 16
+    encoder: str | None = None
+    encoder_weights: str | None = None
+    mode: str = "multiclass"
+    loss: str = "ce+dice"
+    dice_weight: float = 1.0
+    epochs: int = 30
+    batch: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    flip: float = 0.5
+    vflip: float = 0.0
+    degrees: float = 0.0
+    scale: float = 0.1
+    translate: float = 0.1
+    color: float = 0.1
+    seed: int = 0
+    workers: int | None = None
+    patience: int = 0
+    project: str = "runs"
+    name: str | None = None
+    verbose: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _POSITIVE: ClassVar[tuple[str, ...]] = ("size", "depth", "width", "epochs", "batch")
+
+    def validate(self) -> None:
+        """Check every setting; one sentence per mistake.
+
+        Raises:
+            CnnkitError: On a bad value.
+        """
+        if not self.data or not isinstance(self.data, str):
+            raise CnnkitError("segment needs data=PATH/data.yaml (images/, masks/, names).")
+        if not self.data.lower().endswith((".yaml", ".yml")):
+            raise CnnkitError(
+                f"data={self.data!r} is not a data.yaml; pass the yaml that names the images, "
+                "masks and classes (cnnkit data synth segment out=DIR writes one)."
+            )
+        for k in self._POSITIVE:
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
+        if self.channels not in (1, 3):
+            raise CnnkitError(f"channels must be 1 or 3, got {self.channels!r}.")
+        if self.mode not in ("multiclass", "binary"):
+            raise unknown_name("mode", str(self.mode), ("multiclass", "binary"))
+        if self.loss not in LOSSES:
+            raise unknown_name("loss", str(self.loss), LOSSES)
+        if self.encoder is not None:
+            from cnnkit.models import list_models
+
+            names = list_models()
+            if self.encoder not in names:
+                raise unknown_name("encoder", str(self.encoder), names)
+        elif self.encoder_weights is not None:
+            raise CnnkitError("encoder_weights= needs encoder=NAME (a zoo model).")
+        if self.encoder is None and self.size < 2**self.depth:
+            raise CnnkitError(
+                f"size={self.size} is smaller than 2^depth = {2**self.depth}: there would be "
+                f"nothing left to pool; use depth <= {max(1, self.size.bit_length() - 1)}."
+            )
+        v = self.lr
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise CnnkitError(f"lr must be > 0, got {v!r}; e.g. lr=0.003.")
+        for k in ("flip", "vflip"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise CnnkitError(f"{k} must be between 0 and 1, got {v!r}.")
+        for k in ("scale", "translate"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise CnnkitError(f"{k} must be in [0, 1), got {v!r}; e.g. {k}=0.1.")
+        for k in ("degrees", "color", "dice_weight", "weight_decay"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise CnnkitError(f"{k} must be a number >= 0, got {v!r}.")
+        p = self.patience
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            raise CnnkitError(f"patience must be an integer >= 0, got {p!r}.")
+
+
+@dataclass
+class SegmentRun:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: The run folder.
+        model: The network with the best weights (eval mode).
+        scores: :func:`~cnnkit.segment.metrics.segmentation_scores` on the val split.
+        history: The rows of ``results.csv``.
+        seconds: Wall time of training.
+    """
+
+    run_dir: Path
+    model: nn.Module
+    scores: dict[str, Any]
+    history: list[dict[str, float]]
+    seconds: float
+
+
+class SegmentTask(Task):
+    """The trainer's view of segmentation: the per-pixel loss and the confusion matrix.
+
+    The sums are ``[loss * pixels, pixels, cm (C*C)]``; ``summarize`` gives the loss
+    (per pixel), pixel accuracy, mean IoU and mean Dice of the whole split.
+
+    Args:
+        num_classes: ``C`` (background included).
+        mode: ``multiclass`` (``C`` logits) or ``binary`` (one logit, ``C = 2``).
+        loss: ``ce+dice``, ``ce`` or ``dice``.
+        dice_weight: Weight of the Dice term.
+    """
+
+    metric_names = ("pixel_accuracy", "mean_iou", "mean_dice")
+    higher_is_better: ClassVar[dict[str, bool]] = {
+        "loss": False,
+        "pixel_accuracy": True,
+        "mean_iou": True,
+        "mean_dice": True,
+    }
+
+    def __init__(
+        self,
+        num_classes: int,
+        mode: str = "multiclass",
+        loss: str = "ce+dice",
+        dice_weight: float = 1.0,
+    ) -> None:
+        self.C, self.mode, self.kind, self.dice_weight = num_classes, mode, loss, dice_weight
+        self.n_sums = 2 + num_classes * num_classes
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The batch's loss (ignored pixels left out)."""
+        return segmentation_loss(outputs, targets, self.mode, self.kind, self.dice_weight)
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class indices ``(B, n_H, n_W)`` from scores ``(B, K, n_H, n_W)``."""
+        if self.mode == "binary":
+            return (outputs[:, 0] > 0).long()
+        return outputs.argmax(1)
+
+    def count(
+        self, sums: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor
+    ) -> None:
+        """Add ``loss * pixels``, the pixels scored and the confusion matrix."""
+        pixels = int((targets != IGNORE_INDEX).sum())
+        sums[0] += loss.double() * pixels
+        sums[1] += pixels
+        cm = confusion_matrix(self.predict(outputs.detach()), targets, self.C)
+        sums[2:] += cm.reshape(-1).double()  # (C, C) -> (C*C,)
+
+    def confusion(self, sums: torch.Tensor) -> torch.Tensor:
+        """The ``(C, C)`` confusion matrix held in ``sums``."""
+        return sums[2:].reshape(self.C, self.C).long()  # (C*C,) -> (C, C)
+
+    def summarize(self, sums: torch.Tensor) -> dict[str, float]:
+        """``{"loss", "pixel_accuracy", "mean_iou", "mean_dice"}`` of the split."""
+        if float(sums[1]) == 0:
+            return {k: float("nan") for k in ("loss", *self.metric_names)}
+        cm = self.confusion(sums)
+        return {
+            "loss": float(sums[0] / sums[1]),
+            "pixel_accuracy": pixel_accuracy(cm),
+            "mean_iou": mean_iou(cm),
+            "mean_dice": mean_dice(cm),
+        }
+
+
+class MaskTargets(Dataset):
+    """A :class:`SegmentationSet` as ``(normalized image, mask)`` pairs for ``fit``.
+
+    Args:
+        ds: Images and masks.
+        mean: Per-channel mean (0-1 units) subtracted.
+        std: Per-channel std divided by.
+        augment: :func:`augment_pair` settings (None: none).
+    """
+
+    def __init__(
+        self,
+        ds: SegmentationSet,
+        mean: list[float],
+        std: list[float],
+        augment: dict[str, float] | None = None,
+    ) -> None:
+        self.ds, self.augment = ds, augment
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.ds.images[i].float() / 255
+        mask = self.ds.masks[i].long()
+        if self.augment:  # torch's global generator: seeded per worker by the DataLoader
+            img, mask = augment_pair(img, mask, **self.augment)
+        return (img - self.mean) / self.std, mask
+
+
+def build_segmenter(meta: dict[str, Any], weights: str | None = None) -> nn.Module:
+    """The network a run's metadata describes (U-Net, or U-Net on a zoo encoder).
+
+    Args:
+        meta: ``classes``, ``mode``, ``preprocess`` and ``net`` (the architecture).
+        weights: The encoder's weights file (training only).
+
+    Returns:
+        The network (random weights).
+    """
+    net = meta["net"]
+    K = 1 if meta["mode"] == "binary" else len(meta["classes"])
+    n_C = meta["preprocess"]["channels"]
+    if net.get("encoder"):
+        return EncoderUNet(net["encoder"], n_C, K, width=net["width"], weights=weights)
+    return UNet(n_C, K, depth=net["depth"], width=net["width"], padding=net["padding"])
+
+
+def _run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    import yaml
+
+    r = Path(run)
+    if not (r / "config.yaml").is_file():
+        raise CnnkitError(
+            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/segment/NAME."
+        )
+    return r, yaml.safe_load((r / "config.yaml").read_text())
+
+
+def predict_masks(
+    model: nn.Module,
+    meta: dict[str, Any],
+    images: torch.Tensor,
+    batch: int = 32,
+) -> torch.Tensor:
+    """Class indices for uint8 images at the run's size.
+
+    Args:
+        model: The network.
+        meta: Its metadata (``preprocess``, ``mode``).
+        images: uint8 ``(N, n_C, n_H, n_W)``.
+        batch: Images per forward pass.
+
+    Returns:
+        int64 ``(N, n_H, n_W)``.
+    """
+    scores = _scores(model, meta, images, batch)
+    if meta["mode"] == "binary":
+        return (scores[:, 0] > 0).long()
+    return scores.argmax(1)
+
+
+def _scores(model: nn.Module, meta: dict[str, Any], images: torch.Tensor, batch: int = 32):
+    pre = meta["preprocess"]
+    m = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
+    s = torch.tensor(pre["std"]).view(1, -1, 1, 1)
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for k in range(0, len(images), batch):
+                out.append(model((images[k : k + batch].float() / 255 - m) / s))
+    finally:
+        model.train(was)
+    return torch.cat(out)
+
+
+def score(
+    model: nn.Module, meta: dict[str, Any], ds: SegmentationSet
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Pixel accuracy, per-class IoU and Dice, their means, on ``ds``.
+
+    Args:
+        model: The network.
+        meta: Its metadata.
+        ds: Images and masks at the run's size.
+
+    Returns:
+        ``(scores, confusion matrix)``.
+    """
+    pred = predict_masks(model, meta, ds.images)
+    cm = confusion_matrix(pred, ds.masks.long(), len(meta["classes"]))
+    return segmentation_scores(cm, meta["classes"]), cm
+
+
+def scores_table(scores: dict[str, Any]) -> str:
+    """The scores as text: the means first, then one line per class."""
+    lines = [
+        f"pixel accuracy {scores['pixel_accuracy']:.4f}   mean IoU {scores['mean_iou']:.4f}   "
+        f"mean Dice {scores['mean_dice']:.4f}",
+        "(one confusion matrix over every pixel of the split; means over the classes present)",
+        f"{'class':<16}{'IoU':>8}{'Dice':>8}",
+    ]
+    for name, iou in scores["iou"].items():
+        d = scores["dice"][name]
+        lines.append(f"{name:<16}{iou:>8.4f}{d:>8.4f}")
+    return "\n".join(lines)
+
+
+def train(cfg: SegmentConfig | None = None, *, after: Any = None, **settings: Any) -> SegmentRun:
+    """Train a U-Net and leave a run folder (``cnnkit segment train``).
+
+    Args:
+        cfg: Settings (see :class:`SegmentConfig`).
+        after: ``after(result)``, called once the run is scored and saved.
+        **settings: Single settings overriding ``cfg``.
+
+    Returns:
+        A :class:`SegmentRun`; ``scores`` on the ``val`` split.
+    """
+    import time
+
+    from cnnkit.train.classify import saved_files
+    from cnnkit.train.jobs import job_config, start_run
+    from cnnkit.train.loop import fit
+
+    base = asdict(cfg or SegmentConfig())
+    base.update(settings)
+    cfg = SegmentConfig(**base)
+    cfg.validate()
+    tr = read_segmentation(cfg.data, "train", cfg.size, cfg.channels)
+    va = read_segmentation(cfg.data, cfg.val, cfg.size, cfg.channels)
+    C = len(tr.classes)
+    if cfg.mode == "binary" and C != 2:
+        raise CnnkitError(
+            f"mode=binary needs exactly 2 classes (background and one), {cfg.data} names {C}; "
+            "use mode=multiclass."
+        )
+    x = tr.images.float() / 255
+    mean = x.mean((0, 2, 3)).tolist()
+    std = x.std((0, 2, 3)).clamp_min(1e-3).tolist()
+    net = {
+        "encoder": cfg.encoder,
+        "depth": cfg.depth,
+        "width": cfg.width,
+        "padding": "same",
+    }
+    meta = {
+        "task": "segment",
+        "model": f"unet_{cfg.encoder}" if cfg.encoder else "unet",
+        "classes": list(tr.classes),
+        "mode": cfg.mode,
+        "net": net,
+        "preprocess": {
+            "size": [cfg.size, cfg.size],
+            "channels": cfg.channels,
+            "mean": mean,
+            "std": std,
+        },
+    }
+    torch.manual_seed(cfg.seed)
+    model = build_segmenter(meta, cfg.encoder_weights)
+    aug = {
+        "flip": cfg.flip,
+        "vflip": cfg.vflip,
+        "degrees": cfg.degrees,
+        "scale": cfg.scale,
+        "translate": cfg.translate,
+        "color": cfg.color,
+    }
+    train_set = MaskTargets(tr, mean, std, aug)
+    dev_set = MaskTargets(va, mean, std, None)
+    task = SegmentTask(C, cfg.mode, cfg.loss, cfg.dice_weight)
+    run = start_run(cfg, "segment")
+    tc = job_config(
+        epochs=cfg.epochs,
+        batch=cfg.batch,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        workers=cfg.workers,
+        verbose=cfg.verbose,
+        monitor="dev_mean_iou",
+        patience=cfg.patience,
+    )
+    t0 = time.perf_counter()
+    res = fit(model, train_set, dev_set, config=tc, task=task, run_dir=run, meta=meta)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    scores, cm = score(model, meta, va)
+    scores["confusion_matrix"] = cm.tolist()
+    scores["split"] = cfg.val
+    scores["train_seconds"] = seconds
+    (run / "scores.json").write_text(json.dumps(scores, indent=1))
+    text = f"training {seconds:.1f} s; {cfg.val} split, {len(va)} images\n"
+    (run / "summary.txt").write_text(text + scores_table(scores) + "\n")
+    out = SegmentRun(run, model, scores, res.history, seconds)
+    if after is not None:
+        after(out)
+    if cfg.verbose:
+        print(scores_table(scores))
+        print(f"run saved in {run}/: {saved_files(run)}")
+    return out
+
+
+def load_segmenter(run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained segmenter from its run folder (best weights).
+
+    Args:
+        run: The run folder.
+
+    Returns:
+        ``(model in eval mode, metadata)``.
+    """
+    from cnnkit.train.checkpoint import load_weights_file
+
+    path = Path(run) / "weights" / "best.safetensors"
+    if not path.is_file():
+        raise CnnkitError(f"{run} has no weights/best.safetensors; pass a segment run folder.")
+    state, meta = load_weights_file(path)
+    if meta.get("task") != "segment":
+        raise CnnkitError(f"{run} is not a segment run; train one with cnnkit segment train.")
+    model = build_segmenter(meta)
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def val(
+    run: str | os.PathLike, data: str | None = None, split: str | None = None
+) -> dict[str, Any]:
+    """Scores of a segment run's best weights on a split (``cnnkit segment val``).
+
+    Args:
+        run: The run folder.
+        data: Another ``data.yaml`` (default: the run's own).
+        split: The split (default: the run's ``val``).
+
+    Returns:
+        :func:`~cnnkit.segment.metrics.segmentation_scores`.
+    """
+    r, cfg = _run_config(run)
+    model, meta = load_segmenter(r)
+    pre = meta["preprocess"]
+    ds = read_segmentation(
+        data or cfg["data"], split or cfg.get("val", "val"), pre["size"], pre["channels"]
+    )
+    if list(ds.classes) != list(meta["classes"]):
+        raise CnnkitError(
+            f"{data or cfg['data']} names classes {ds.classes}, the run {meta['classes']}."
+        )
+    return score(model, meta, ds)[0]
+
+
+def predict(
+    run: str | os.PathLike,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    alpha: float = 0.5,
+) -> list[Path]:
+    """Segment images; write ``out/X.png`` masks of class indices and ``out/overlays/X.png``.
+
+    Each image is resized to the run's training size (the scale the network learned),
+    its scores are resized back bilinearly to the image's own ``n_H x n_W``, and the
+    mask is their argmax: a mask of the image's own size, whatever that is.
+
+    Args:
+        run: The run folder.
+        source: An image file or a folder of images.
+        out: Folder for the masks (created).
+        alpha: Opacity of the classes' colours in the overlays.
+
+    Returns:
+        The mask files written.
+    """
+    from PIL import Image
+
+    from cnnkit.data.datasets import resize_uint8
+    from cnnkit.data.images import decode_image
+    from cnnkit.segment.data import overlay, write_mask
+    from cnnkit.train.classify import _image_files
+
+    r, _ = _run_config(run)
+    files = _image_files(source)
+    model, meta = load_segmenter(r)
+    pre = meta["preprocess"]
+    n_H, n_W = pre["size"]
+    dest = Path(out)
+    (dest / "overlays").mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in files:
+        a = decode_image(f, channels=pre["channels"])  # uint8 (H, W, n_C)
+        img = torch.from_numpy(np.array(a)).permute(2, 0, 1)  # (H, W, n_C) -> (n_C, H, W)
+        H, W = img.shape[1:]
+        small = resize_uint8(img[None], (n_H, n_W))
+        s = _scores(model, meta, small)
+        if (n_H, n_W) != (H, W):
+            s = F.interpolate(s, size=(H, W), mode="bilinear", align_corners=False)
+        mask = (s[0, 0] > 0).long() if meta["mode"] == "binary" else s[0].argmax(0)
+        m = mask.numpy().astype(np.uint8)
+        write_mask(m, dest / f"{f.stem}.png")
+        Image.fromarray(overlay(np.asarray(a), m, alpha)).save(dest / "overlays" / f"{f.stem}.png")
+        written.append(dest / f"{f.stem}.png")
+    return written
+
+
+def summary_text(run: str | os.PathLike) -> str:
+    """A segment run's network, classes and scores as text (``cnnkit segment summary``).
+
+    Args:
+        run: The run folder.
+
+    Returns:
+        Lines of text.
+    """
+    r, _ = _run_config(run)
+    model, meta = load_segmenter(r)
+    pre, net = meta["preprocess"], meta["net"]
+    n = sum(p.numel() for p in model.parameters())
+    if net.get("encoder"):
+        arch = f"U-Net on the {net['encoder']} encoder (total stride {model.stride})"
+    else:
+        arch = (
+            f"U-Net, depth {net['depth']}, width {net['width']} (levels "
+            + ", ".join(str(net["width"] * 2**k) for k in range(net["depth"] + 1))
+            + f" filters), padding {net['padding']}: inputs padded to a multiple of "
+            f"{2 ** net['depth']} and cropped back"
+        )
+    K = 1 if meta["mode"] == "binary" else len(meta["classes"])
+    lines = [
+        f"{arch}; parameters {n:,}",
+        f"input {pre['size'][0]}x{pre['size'][1]}x{pre['channels']} -> output "
+        f"{pre['size'][0]}x{pre['size'][1]}x{K} ({meta['mode']})",
+        f"classes: {', '.join(f'{k}={c}' for k, c in enumerate(meta['classes']))}; 255 = ignored",
+    ]
+    if (r / "summary.txt").is_file():
+        lines.append((r / "summary.txt").read_text().rstrip())
+    return "\n".join(lines)
