@@ -36,6 +36,7 @@ __all__ = [
     "depthwise_separable_params",
     "fc_macs",
     "fc_params",
+    "notation",
     "padding",
     "parse_size",
     "pool_output_size",
@@ -705,6 +706,23 @@ def receptive_field(layers: Sequence[Sequence[int]]) -> ReceptiveField:
         )
         r, j, start = r_new, j_new, start_new
     return ReceptiveField(r, j, start, "\n".join(lines))
+
+
+def notation(n_axes: int) -> str:
+    """The course's notation of one example with ``n_axes`` spatial axes, channels last.
+
+    Args:
+        n_axes: 1 (a signal), 2 (an image) or 3 (a volume).
+
+    Returns:
+        ``"n x n_C"``, ``"n_H x n_W x n_C"`` or ``"n_D x n_H x n_W x n_C"``.
+
+    Raises:
+        CnnkitError: For any other number of axes.
+    """
+    if isinstance(n_axes, bool) or n_axes not in _AXES:
+        raise CnnkitError(f"only 1D, 2D and 3D are supported, got {n_axes!r} axes.")
+    return " x ".join((*_AXES[n_axes], "n_C"))
 
 
 def parse_size(text: str | Sequence[int], *, what: str = "input") -> tuple[int, ...]:

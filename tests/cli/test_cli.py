@@ -226,7 +226,8 @@ def test_models_lists_every_model_with_its_params():
 def test_models_pattern_lists_only_resnets():
     r = cnnkit("models", "resnet")
     assert r.returncode == 0, r.stderr
-    assert set(_listed(r.stdout)) == {f"resnet{d}" for d in (18, 34, 50, 101, 152)}
+    want = {f"resnet{d}" for d in (18, 34, 50, 101, 152)} | {"resnet1d"}  # the 1D one too
+    assert set(_listed(r.stdout)) == want
     assert _listed(r.stdout)["resnet50"] == "25,557,032"
 
 

@@ -18,7 +18,7 @@ ALL = list_models()
 def _batch(name: str, n: int = 2) -> torch.Tensor:
     *spatial, n_C = get_model_info(name).test_input
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n, n_C, *spatial, generator=g)  # course (n_H, n_W, n_C) -> NCHW
+    return torch.randn(n, n_C, *spatial, generator=g)  # course (..., n_C) -> NCL/NCHW/NCDHW
 
 
 def test_registry_lists_every_family():
@@ -100,7 +100,14 @@ def test_unknown_model_suggests_close_match():
         create("resnet81")
     with pytest.raises(CnnkitError, match="has no option 'depht'"):
         create("resnet18", depht=3)
-    assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert list_models("resnet*") == [
+        "resnet1d",  # the 1D ResNet for signals
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+    ]
     assert list_models("b7") == ["efficientnet_b7"]
 
 

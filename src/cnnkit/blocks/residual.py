@@ -1,4 +1,8 @@
-"""Residual blocks (ResNet): a[l+2] = g(z[l+2] + a[l]), built as torchvision's blocks."""
+"""Residual blocks (ResNet): a[l+2] = g(z[l+2] + a[l]), built as torchvision's blocks.
+
+2D blocks are torchvision's exactly; ``dims=1`` or ``dims=3`` builds the same block
+with ``Conv1d``/``BatchNorm1d`` (signals) or ``Conv3d``/``BatchNorm3d`` (volumes).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import Any
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from cnnkit.blocks._checks import choice, positive_int
+from cnnkit.blocks._checks import check_dims, choice, positive_int
+from cnnkit.blocks.conv import _BN, _CONV
 from cnnkit.errors import CnnkitError
 
 __all__ = ["BasicResidualBlock", "BottleneckResidualBlock", "ResidualBlock"]
@@ -15,7 +20,9 @@ __all__ = ["BasicResidualBlock", "BottleneckResidualBlock", "ResidualBlock"]
 _SHORTCUTS = ("auto", "identity", "projection")
 
 
-def _shortcut(in_channels: int, out_channels: int, s: int, shortcut: str) -> nn.Module | None:
+def _shortcut(
+    in_channels: int, out_channels: int, s: int, shortcut: str, dims: int = 2
+) -> nn.Module | None:
     """Build ``W_s`` (1x1 conv, stride ``s``, + batch norm) or ``None`` for the identity."""
     choice("shortcut", shortcut, _SHORTCUTS)
     positive_int("s (the stride)", s)
@@ -28,8 +35,20 @@ def _shortcut(in_channels: int, out_channels: int, s: int, shortcut: str) -> nn.
         )
     if shortcut == "projection" or (shortcut == "auto" and not same_shape):
         # torchvision's `downsample`: conv1x1 (stride s, no bias) then batch norm.
-        return nn.Sequential(conv1x1(in_channels, out_channels, s), nn.BatchNorm2d(out_channels))
+        if dims == 2:
+            return nn.Sequential(
+                conv1x1(in_channels, out_channels, s), nn.BatchNorm2d(out_channels)
+            )
+        return nn.Sequential(
+            _CONV[dims](in_channels, out_channels, kernel_size=1, stride=s, bias=False),
+            _BN[dims](out_channels),
+        )
     return None
+
+
+def _conv(dims: int, c_in: int, c_out: int, f: int, s: int = 1) -> nn.Module:
+    """A bias-free ``dims``-D conv with padding ``(f - 1)/2`` (torchvision's conv3x3 / conv1x1)."""
+    return _CONV[dims](c_in, c_out, kernel_size=f, stride=s, padding=(f - 1) // 2, bias=False)
 
 
 class ResidualBlock(nn.Module):
@@ -59,11 +78,15 @@ class ResidualBlock(nn.Module):
         kind: ``"basic"`` or ``"bottleneck"``.
         shortcut: ``"auto"`` (identity when shapes match, else projection),
             ``"identity"`` or ``"projection"``.
+        dims: Spatial axes: 2 (images, torchvision's block, the default), 1
+            (signals ``(B, C, L)``: ``Conv1d``, ``BatchNorm1d``, filters of size 3)
+            or 3 (volumes ``(B, C, D, H, W)``: ``Conv3d``, ``BatchNorm3d``, 3x3x3
+            filters). The shortcut and ``state_dict`` keys are the same in every case.
 
     Raises:
         CnnkitError: On an unknown ``kind`` or ``shortcut``, an identity shortcut
-            between different shapes, or a bottleneck ``out_channels`` not
-            divisible by 4.
+            between different shapes, a bottleneck ``out_channels`` not
+            divisible by 4, or ``dims`` not in 1, 2, 3.
     """
 
     # TorchScript compiles forward() only; it skips these Python-side properties.
@@ -95,18 +118,26 @@ class BasicResidualBlock(ResidualBlock, BasicBlock):
         s: int = 1,
         kind: str = "basic",
         shortcut: str = "auto",
+        dims: int = 2,
     ) -> None:
         if kind != "basic":
             raise CnnkitError(
                 f"BasicResidualBlock is kind 'basic', got kind={kind!r}: use ResidualBlock(...)."
             )
+        dims = check_dims(dims)
         positive_int("in_channels", in_channels)
         positive_int("out_channels", out_channels)
-        downsample = _shortcut(in_channels, out_channels, s, shortcut)
-        super().__init__(in_channels, out_channels, stride=s, downsample=downsample)
+        downsample = _shortcut(in_channels, out_channels, s, shortcut, dims)
+        super().__init__(
+            in_channels, out_channels, stride=s, downsample=downsample, norm_layer=_BN[dims]
+        )
+        if dims != 2:  # the same block with 1D / 3D filters (torchvision's are 2D)
+            self.conv1 = _conv(dims, in_channels, out_channels, 3, s)
+            self.conv2 = _conv(dims, out_channels, out_channels, 3)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kind = "basic"
+        self.dims = dims
 
 
 class BottleneckResidualBlock(ResidualBlock, Bottleneck):
@@ -123,12 +154,14 @@ class BottleneckResidualBlock(ResidualBlock, Bottleneck):
         s: int = 1,
         kind: str = "bottleneck",
         shortcut: str = "auto",
+        dims: int = 2,
     ) -> None:
         if kind != "bottleneck":
             raise CnnkitError(
                 f"BottleneckResidualBlock is kind 'bottleneck', got kind={kind!r}: "
                 "use ResidualBlock(...)."
             )
+        dims = check_dims(dims)
         positive_int("in_channels", in_channels)
         positive_int("out_channels", out_channels)
         if out_channels % Bottleneck.expansion:
@@ -137,13 +170,17 @@ class BottleneckResidualBlock(ResidualBlock, Bottleneck):
                 f"out_channels/4), got {out_channels}: use a multiple of 4 such as "
                 f"{4 * max(1, out_channels // 4)}."
             )
-        downsample = _shortcut(in_channels, out_channels, s, shortcut)
-        super().__init__(
-            in_channels, out_channels // Bottleneck.expansion, stride=s, downsample=downsample
-        )
+        downsample = _shortcut(in_channels, out_channels, s, shortcut, dims)
+        width = out_channels // Bottleneck.expansion
+        super().__init__(in_channels, width, stride=s, downsample=downsample, norm_layer=_BN[dims])
+        if dims != 2:  # the same block with 1D / 3D filters (torchvision's are 2D)
+            self.conv1 = _conv(dims, in_channels, width, 1)
+            self.conv2 = _conv(dims, width, width, 3, s)
+            self.conv3 = _conv(dims, width, out_channels, 1)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kind = "bottleneck"
+        self.dims = dims
 
 
 _KINDS: dict[str, type[ResidualBlock]] = {

@@ -47,7 +47,8 @@ class Row:
             written in a module's ``forward``; ``name (not run)`` for unused modules.
         type: Module class, or the operations seen.
         depth: Nesting depth (1 = a child of the model).
-        input_shape: Input in course order (``n_H, n_W, n_C``), first input only.
+        input_shape: Input in course order (``n_H, n_W, n_C``; ``n, n_C`` for a
+            signal, ``n_D, n_H, n_W, n_C`` for a volume), first input only.
         output_shapes: Output(s) in course order.
         params: Learnable parameters counted in this row.
         trainable: Of which ``requires_grad``.
@@ -76,7 +77,7 @@ class Row:
 
     @property
     def output(self) -> str:
-        """Output shape(s) as ``n_H x n_W x n_C`` text."""
+        """Output shape(s) as ``n_H x n_W x n_C`` text (``n x n_C``, ``n_D x n_H x n_W x n_C``)."""
         return "; ".join(_shape_text(s) for s in self.output_shapes)
 
 
@@ -143,7 +144,7 @@ class Summary:
         sep = "-" * len(head)
         lines = [
             f"{self.model_name}   input {_shape_text(self.input_size)}   "
-            "(shapes as n_H x n_W x n_C, batch 1)",
+            f"(shapes as {_notation(len(self.input_size) - 1)}, batch 1)",
             sep,
             head,
             sep,
@@ -206,8 +207,17 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape)) if len(shape) else "scalar"
 
 
+def _notation(n_axes: int) -> str:
+    """``n x n_C`` / ``n_H x n_W x n_C`` / ``n_D x n_H x n_W x n_C`` (images when unknown)."""
+    return shapes.notation(n_axes if n_axes in (1, 2, 3) else 2)
+
+
 def _course(shape: torch.Size | Sequence[int]) -> tuple[int, ...]:
-    """Torch layout without the batch axis -> course order: (B, C, H, W) -> (H, W, C)."""
+    """Torch layout without the batch axis -> course order, channels last.
+
+    ``(B, C, L) -> (L, C)``, ``(B, C, H, W) -> (H, W, C)``, ``(B, C, D, H, W) -> (D, H, W, C)``;
+    a flat ``(B, N)`` stays ``(N,)``.
+    """
     s = tuple(shape)[1:]
     if len(s) >= 2:
         return (*s[1:], s[0])
@@ -608,26 +618,36 @@ def _first_conv(model: nn.Module) -> nn.Module | None:
 
 
 def _check_channels(model: nn.Module, size: tuple[int, ...], label: str) -> None:
+    """Refuse, in one sentence, an input with the wrong number of axes or channels."""
     first = _first_conv(model)
     if not isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         return
     want = first.in_channels
     dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
     if len(size) - 1 != dims:
-        example = {1: "100x1", 2: "224x224x3", 3: "16x112x112x3"}[dims]
+        try:
+            default = _default_input(model)
+        except CnnkitError:  # a name set by hand that is not registered
+            default = None
+        if default is not None and len(default) == dims + 1:
+            example = _shape_text((*default[:-1], want))
+        else:
+            example = {1: f"256x{want}", 2: f"224x224x{want}", 3: f"32x32x32x{want}"}[dims]
         raise CnnkitError(
             f"{label} takes {dims}D inputs but the input {_shape_text(size)} has "
-            f"{len(size) - 1} spatial axes; give {dims + 1} sizes, e.g. {example}."
+            f"{len(size) - 1} spatial {'axis' if len(size) == 2 else 'axes'}; give "
+            f"{dims + 1} sizes ({_notation(dims)}), e.g. {example}."
         )
     if size[-1] != want:
         hint = ""
         if want in size[:-1]:
             i = size.index(want)
             rest = [v for k, v in enumerate(size) if k != i]
-            hint = f"; sizes are n_H x n_W x n_C, so did you mean {_shape_text((*rest, want))}?"
+            hint = f"; sizes are {_notation(dims)}, so did you mean {_shape_text((*rest, want))}?"
+        fix = hint or f"; change the last size or build the model with in_channels={size[-1]}."
         raise CnnkitError(
             f"{label} expects n_C={want} input channels but the input "
-            f"{_shape_text(size)} has n_C={size[-1]}{hint or '; change the last size.'}"
+            f"{_shape_text(size)} has n_C={size[-1]}{fix}"
         )
 
 
@@ -641,6 +661,10 @@ def summary(
     name: str | None = None,
 ) -> Summary:
     """Summarise a model: per layer output ``n_H x n_W x n_C``, parameters and MACs.
+
+    1D models (``Conv1d``, inputs ``(B, n_C, n)``) show ``n x n_C`` and 3D models
+    (``Conv3d``, inputs ``(B, n_C, n_D, n_H, n_W)``) ``n_D x n_H x n_W x n_C``, with the
+    same formulas per axis.
 
     Args:
         model: Any ``torch.nn.Module``.
@@ -676,7 +700,7 @@ def summary(
                 )
         size = shapes.parse_size(input_size, what="input")
         _check_channels(model, size, label)
-        x = torch.zeros(1, size[-1], *size[:-1])  # course (n_H, n_W, n_C) -> (1, n_C, n_H, n_W)
+        x = torch.zeros(1, size[-1], *size[:-1])  # course (..., n_C) -> (1, n_C, ...): NCHW
         if isinstance(_first_conv(model), nn.Linear) and not any(
             isinstance(m, nn.Flatten) for m in model.modules()
         ):

@@ -1,14 +1,16 @@
 """The model zoo: one registry, ``create(name, ...)`` and ``list_models(pattern)``.
 
 Families (one file each): LeNet-5, AlexNet, VGG, ResNet, GoogLeNet, MobileNet v1
-and v2, EfficientNet B0-B7, the fully connected ``logistic`` and ``mlp``, and
-networks written as layer lists (:func:`sequential`, YAML files).
+and v2, EfficientNet B0-B7, the fully connected ``logistic`` and ``mlp``, the 1D
+``resnet1d`` (signals) and 3D ``convnet3d`` (volumes), and networks written as layer
+lists (:func:`sequential`, YAML files).
 """
 
 from __future__ import annotations
 
 from cnnkit.models import (  # noqa: F401  (importing registers the builders)
     alexnet,
+    convnet3d,
     efficientnet,
     fc,
     googlenet,
@@ -16,6 +18,7 @@ from cnnkit.models import (  # noqa: F401  (importing registers the builders)
     mobilenet_v1,
     mobilenet_v2,
     resnet,
+    resnet1d,
     vgg,
 )
 from cnnkit.models._base import adapt_in_channels, load_weights, read_state_dict

@@ -149,7 +149,17 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise unknown_name("model", name, _REGISTRY, "cnnkit models") from None
+        err = unknown_name("model", name, _REGISTRY, "cnnkit models")
+        hits = did_you_mean(str(name), _REGISTRY)
+        swapped = [h for h in hits if sorted(h.lower()) == sorted(str(name).lower())]
+        if swapped and hits[0] not in swapped:
+            # two letters swapped (resnet81: resnet18) first, before an equally close
+            # other name (resnet1d)
+            order = [*swapped, *(h for h in hits if h not in swapped)]
+            err = CnnkitError(
+                f"unknown model {name!r}: did you mean {' or '.join(map(repr, order))}?"
+            )
+        raise err from None
 
 
 def create(
