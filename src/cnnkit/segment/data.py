@@ -16,7 +16,9 @@ The layout follows YOLO's, with masks where YOLO keeps labels::
 
 The mask of ``<path>/<split>/.../X.ext`` is ``<path>/<masks>/<split without its first
 'images' folder>/.../X.png``: ``images/train/a/X.jpg`` -> ``masks/train/a/X.png``.
-``masks`` defaults to ``masks``. Class 0 is usually the background.
+``masks`` defaults to ``masks``. Class 0 is usually the background. A mask labels its
+image's stored pixels: when a photo carries an EXIF orientation, the image is decoded
+upright and its mask is turned the same way.
 
 :func:`synth_segment` draws a seeded set of coloured circles, squares and triangles on
 textured backgrounds (shapes may overlap; the later one is on top in the image and in the
@@ -44,6 +46,7 @@ __all__ = [
     "SHAPES",
     "SegmentationSet",
     "augment_pair",
+    "check_splits",
     "mask_path",
     "overlay",
     "palette",
@@ -168,20 +171,55 @@ def mask_path(image: Path, root: Path, split_dir: Path, masks: str = "masks") ->
     Args:
         image: The image file.
         root: The data root (``path``).
-        split_dir: The split's image folder.
+        split_dir: The split's image folder (or the ``.txt`` file that listed the image:
+            the last ``images`` folder of the image's path is then replaced by ``masks``).
         masks: The masks folder, relative to ``root``.
 
     Returns:
         The ``.png`` path.
+
+    Raises:
+        CnnkitError: A listed image with no ``images`` folder in its path.
     """
+    if split_dir.is_dir():
+        try:
+            rel_split = split_dir.relative_to(root)
+        except ValueError:
+            rel_split = Path(split_dir.name)
+        parts = rel_split.parts
+        if parts and parts[0] == "images":
+            parts = parts[1:]
+        return (root / masks / Path(*parts) / image.relative_to(split_dir)).with_suffix(".png")
+    ip = list(image.parts)
+    for k in range(len(ip) - 2, -1, -1):
+        if ip[k] == "images":
+            return Path(*ip[:k], *Path(masks).parts, *ip[k + 1 :]).with_suffix(".png")
+    raise CnnkitError(
+        f"image {str(image)!r} (listed in {str(split_dir)!r}) has no 'images' folder in its "
+        "path, so its mask cannot be found; keep images under images/ and masks under masks/."
+    )
+
+
+#: EXIF orientation -> the PIL transpose that shows the image upright (as ImageOps does).
+_EXIF_TURNS = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # Image.Transpose values
+
+
+def _orient_like(image: Path, mask: np.ndarray) -> np.ndarray:
+    """The mask turned as its image's EXIF orientation turns the image on decoding.
+
+    Masks label the stored pixels; images are decoded upright (``exif_transpose``), so a
+    photo taken sideways keeps its labels on the right pixels.
+    """
+    from PIL import Image
+
     try:
-        rel_split = split_dir.relative_to(root)
-    except ValueError:
-        rel_split = Path(split_dir.name)
-    parts = rel_split.parts
-    if parts and parts[0] == "images":
-        parts = parts[1:]
-    return (root / masks / Path(*parts) / image.relative_to(split_dir)).with_suffix(".png")
+        with Image.open(image) as im:
+            turn = _EXIF_TURNS.get(int(im.getexif().get(0x0112, 1)))
+    except Exception:  # the image itself decoded; no readable EXIF means upright
+        return mask
+    if turn is None:
+        return mask
+    return np.asarray(Image.fromarray(mask).transpose(Image.Transpose(turn)))
 
 
 def _root(data: dict, yaml_path: Path) -> Path:
@@ -191,6 +229,32 @@ def _root(data: dict, yaml_path: Path) -> Path:
         return base
     q = Path(str(p)).expanduser()
     return q if q.is_absolute() else base / q
+
+
+def check_splits(path: str | os.PathLike, splits: Sequence[str]) -> list[str]:
+    """The class names of a ``data.yaml``, once it is known to name every split (cheap).
+
+    Args:
+        path: The ``data.yaml``.
+        splits: Splits that must be there.
+
+    Returns:
+        The class names.
+
+    Raises:
+        CnnkitError: A missing file, bad YAML, bad names, or a missing split.
+    """
+    yaml_path = Path(path)
+    data = load_yaml(yaml_path)
+    classes = yaml_names(data, yaml_path)
+    for split in splits:
+        if split not in data:
+            have = [s for s in _SPLITS if s in data]
+            raise CnnkitError(
+                f"{str(yaml_path)!r} has no {split!r} split (it has {', '.join(have) or 'none'})"
+                f"; add {split}: images/{split}."
+            )
+    return classes
 
 
 def read_segmentation(
@@ -236,13 +300,16 @@ def read_segmentation(
     root = _root(data, yaml_path)
     masks = str(data.get("masks", "masks"))
     spec = data[split]
-    dirs = [Path(s) for s in (spec if isinstance(spec, list) else [spec]) if isinstance(s, str)]
     if isinstance(size, int):
         size = (size, size)
     images, maps, ids, files = [], [], [], []
-    for d in dirs:
-        d = d if d.is_absolute() else root / d
-        for f in split_images(str(d), root, yaml_path, split):
+    for one in spec if isinstance(spec, list) else [spec]:
+        if not isinstance(one, str) or not one:
+            raise CnnkitError(
+                f"{str(yaml_path)!r} {split}: must be a folder (or list of folders), got {one!r}."
+            )
+        d = Path(one) if Path(one).is_absolute() else root / one
+        for f in split_images(one, root, yaml_path, split):
             try:
                 a = decode_image(f, channels)  # (H, W, n_C) uint8
             except ImageDecodeError as e:
@@ -250,7 +317,7 @@ def read_segmentation(
                     f"cannot decode image {str(f)!r}: {e.reason}; replace or remove the file."
                 ) from None
             mp = mask_path(f, root, d, masks)
-            m = read_mask(mp, len(classes))
+            m = _orient_like(f, read_mask(mp, len(classes)))
             if m.shape != a.shape[:2]:
                 raise CnnkitError(
                     f"mask {str(mp)!r} is {m.shape[0]}x{m.shape[1]} but its image {str(f)!r} is "
@@ -296,6 +363,13 @@ def write_segmentation(
     from PIL import Image
 
     out = Path(root)
+    for split in sets:
+        for sub in ("images", "masks"):
+            if (out / sub / split).is_dir() and any((out / sub / split).iterdir()):
+                raise CnnkitError(
+                    f"{str(out / sub / split)!r} already holds files; write the set to a new "
+                    "folder (or delete that one), so that no old image stays in a split."
+                )
     for split, ds in sets.items():
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def check_mask(mask: np.ndarray | torch.Tensor, num_classes: int, file: str = ""
     Raises:
         CnnkitError: Naming the file, the first bad value and the valid range.
     """
-    m = torch.as_tensor(np.asarray(mask)).long()
+    m = mask.long() if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask)).long()
     bad = (m < 0) | ((m >= num_classes) & (m != IGNORE_INDEX))
     if bool(bad.any()):
         where = f"mask {file!r}" if file else "the mask"

@@ -175,16 +175,28 @@ class EncoderUNet(nn.Module):
 
         self.encoder_name = encoder
         self.encoder = conv_features(encoder, in_channels=in_channels, weights=weights)
+        if not any(isinstance(m, nn.Conv2d) for m in self.encoder.modules()):
+            raise CnnkitError(
+                f"encoder {encoder} has no 2D convolutions; a U-Net encoder is an image "
+                "ConvNet such as vgg11, resnet18 or mobilenet_v2."
+            )
         stages = list(self.encoder.children()) or [self.encoder]
         was = self.encoder.training
         self.encoder.eval()
         sizes, chans = [], []
-        with torch.no_grad():
-            x = torch.zeros(1, in_channels, probe, probe)
-            for m in stages:
-                x = m(x)
-                sizes.append(x.shape[-1])
-                chans.append(x.shape[1])
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, in_channels, probe, probe)
+                for m in stages:
+                    x = m(x)
+                    sizes.append(x.shape[-1])
+                    chans.append(x.shape[1])
+        except (RuntimeError, ValueError) as e:
+            raise CnnkitError(
+                f"encoder {encoder} does not take {probe}x{probe}x{in_channels} images "
+                f"({str(e).splitlines()[0]}); use an image ConvNet such as vgg11, resnet18 or "
+                "mobilenet_v2."
+            ) from None
         self.encoder.train(was)
         # the last stage at each resolution is a tap (a skip, or the bottom for the last)
         taps = [k for k in range(len(stages)) if k == len(stages) - 1 or sizes[k + 1] != sizes[k]]
