@@ -56,6 +56,8 @@ Classify images with the preprocessing stored in the weights (size, channels,
 mean/std): one line per image with the class, its probability and the top 5.
 backend=torch (the default) runs a run's weights in PyTorch; backend=onnxruntime
 runs a file written by `cnnkit export` (model=FILE.onnx), with the same preprocessing.
+For a run on 1D signals or 3D volumes, source= is a .npy / .csv file (one example, the
+shape it was trained on) or a folder of them.
 """
 
 
@@ -215,6 +217,8 @@ def val(argv: Sequence[str]) -> int:
         return 0
     from cnnkit.evaluate.testtime import evaluate_crops
 
+    if crops > 1:
+        _refuse_crops_on_arrays(crops, opts.get("run"), opts.get("weights"))
     res = evaluate_crops(
         opts.get("run"),
         opts.get("data"),
@@ -260,12 +264,29 @@ def _val_ensemble(
         )
     from cnnkit.evaluate.testtime import ensemble
 
+    if crops > 1:
+        for r in runs:
+            _refuse_crops_on_arrays(crops, r, None)
     res = ensemble(runs, opts.get("data"), split=split, crops=crops, batch=batch, k=topk, **canvas)
     print(res.table())
     if show_report:
         print()
         print(res.ensemble.report.table())
     return 0
+
+
+def _refuse_crops_on_arrays(crops: int, run: Any, weights: Any) -> None:
+    """Test-time crops are image crops: refused for a run on 1D signals or 3D volumes."""
+    from cnnkit.train.classify import load_run_model
+
+    _, meta = load_run_model(run, weights)
+    dims = int(meta["preprocess"].get("dims", 2))
+    if dims != 2:
+        what = "1D signals" if dims == 1 else "3D volumes"
+        raise CnnkitError(
+            f"crops={crops} crops 2D images but {run or weights} was trained on {what}; use "
+            "crops=1."
+        )
 
 
 def predict(argv: Sequence[str]) -> int:

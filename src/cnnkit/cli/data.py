@@ -16,6 +16,10 @@ usage: cnnkit data check DIR [max_pixels=67108864] [channels=1|3]
        cnnkit data synth detect out=DIR [n=1000] [size=64] [max_objects=4] [seed=0]
                                 [format=yolo|coco]
        cnnkit data synth faces out=DIR [ids=40] [per_id=10] [size=64] [seed=0]
+       cnnkit data synth segment out=DIR [n=1000] [size=64] [max_objects=4] [seed=0]
+                                 [shapes=circle,square,triangle]
+       cnnkit data synth signals out=DIR [n=200] [length=256] [noise=0.5] [seed=0]
+       cnnkit data synth volumes out=DIR [n=200] [size=32] [noise=0.3] [seed=0]
 
 subcommands:
   check     decode every image of an ImageFolder, as `cnnkit train data=DIR` would
@@ -26,6 +30,18 @@ subcommands:
             faces: write synthetic faces, DIR/<person>/<k>.png (ids people, per_id
             images each, size x size RGB): the person fixes the face's shape, colours
             and hair; each image varies pose, light, expression and background
+            segment: write a synthetic segmentation set: shapes on textured
+            backgrounds with their masks (class 0 background, then one class per
+            shape; overlapping shapes, the later on top), 80% train / 20% val, as
+            images/, masks/ (palette PNGs of class indices) and data.yaml
+            signals: write noisy 1D waveforms (chirp, sawtooth, sine, square; random
+            frequency, phase, amplitude and offset), n per class, one channel of
+            length samples, as DIR/{train,val,test}/<class>/<k>.npy (60/20/20);
+            train with cnnkit train model=resnet1d data=DIR
+            volumes: write noisy size^3 volumes holding one solid cube, cylinder or
+            sphere (random size, position and intensity), n per class, as
+            DIR/{train,val,test}/<class>/<k>.npy (60/20/20); train with
+            cnnkit train model=convnet3d data=DIR
 """
 
 PREVIEW_HELP = """\
@@ -58,9 +74,12 @@ folder, not an ImageFolder, an unknown key).
 """
 
 _SUBCOMMANDS = ("check", "preview", "synth")
-_SYNTH_KINDS = ("detect", "faces")
+_SYNTH_KINDS = ("detect", "faces", "segment", "signals", "volumes")
 _SYNTH_KEYS = ["out", "n", "size", "max_objects", "seed", "format"]
 _SYNTH_FACES_KEYS = ["out", "ids", "per_id", "size", "seed"]
+_SYNTH_SEGMENT_KEYS = ["out", "n", "size", "max_objects", "seed", "shapes"]
+_SYNTH_SIGNALS_KEYS = ["out", "n", "length", "noise", "seed"]
+_SYNTH_VOLUMES_KEYS = ["out", "n", "size", "noise", "seed"]
 _CHECK_KEYS = ["dir", "max_pixels", "channels"]
 _PREVIEW_KEYS = ["data", "aug", "n", "k", "seed", "size", "channels", "out", "data_dir"]
 
@@ -91,13 +110,17 @@ def synth(argv: Sequence[str]) -> int:
         hint = (
             f"did you mean `cnnkit data synth {hits[0]}`?"
             if hits
-            else "use cnnkit data synth detect out=DIR or cnnkit data synth faces out=DIR."
+            else "use cnnkit data synth detect|faces|segment out=DIR."
         )
         raise CnnkitError(
             f"`cnnkit data synth` makes a detection or a faces set, got {' '.join(pos)!r}: {hint}"
         )
     if pos == ["faces"]:
         return _synth_faces(opts)
+    if pos == ["segment"]:
+        return _synth_segment(opts)
+    if pos[0] in ("signals", "volumes"):
+        return _synth_arrays(pos[0], opts)
     check_keys(opts, _SYNTH_KEYS, "data synth detect")
     if "out" not in opts or opts["out"] is True:
         raise CnnkitError("`cnnkit data synth detect` needs out=DIR (the folder to write).")
@@ -144,6 +167,63 @@ def _synth_faces(opts: dict) -> int:
     synth_faces(out, identities=ids, per_identity=per_id, size=size, seed=seed)
     print(f"{ids} people x {per_id} images of {size}x{size} px, seed={seed}")
     print(f"faces saved in {out}/ (train with: cnnkit faces train data={out})")
+    return 0
+
+
+def _synth_segment(opts: dict) -> int:
+    """``cnnkit data synth segment out=DIR [n=1000] [size=64] [max_objects=4] [seed=0]``."""
+    check_keys(opts, _SYNTH_SEGMENT_KEYS, "data synth segment")
+    if "out" not in opts or opts["out"] is True or opts["out"] is None:
+        raise CnnkitError("`cnnkit data synth segment` needs out=DIR (the folder to write).")
+    n = _count(opts, "n", 1000, 1)
+    size = _count(opts, "size", 64, 16)
+    max_objects = _count(opts, "max_objects", 4, 1)
+    seed = _count(opts, "seed", 0, 0)
+    shapes = opts.get("shapes", "circle,square,triangle")
+    shapes = shapes if isinstance(shapes, list) else str(shapes).split(",")
+    from cnnkit.segment.data import synth_segment
+
+    path = synth_segment(
+        str(opts["out"]),
+        n,
+        size=size,
+        shapes=[str(s).strip() for s in shapes],
+        max_objects=max_objects,
+        seed=seed,
+    )
+    print(f"{n} images of {size}x{size} px with their masks, seed={seed}")
+    print(f"saved in {opts['out']}/ (train with: cnnkit segment train data={path})")
+    return 0
+
+
+def _synth_arrays(kind: str, opts: dict) -> int:
+    """``cnnkit data synth signals|volumes out=DIR [n=200] [length=256|size=32] [seed=0]``."""
+    keys = _SYNTH_SIGNALS_KEYS if kind == "signals" else _SYNTH_VOLUMES_KEYS
+    check_keys(opts, keys, f"data synth {kind}")
+    if "out" not in opts or opts["out"] is True or opts["out"] is None:
+        raise CnnkitError(f"`cnnkit data synth {kind}` needs out=DIR (the folder to write).")
+    n = _count(opts, "n", 200, 3)
+    seed = _count(opts, "seed", 0, 0)
+    noise = opts.get("noise", 0.5 if kind == "signals" else 0.3)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise CnnkitError(f"noise must be a number >= 0, got {noise!r}; e.g. noise=0.5.")
+    from cnnkit.data.signals import SIGNAL_CLASSES, VOLUME_CLASSES, write_signals, write_volumes
+
+    out = str(opts["out"])
+    if kind == "signals":
+        length = _count(opts, "length", 256, 32)
+        write_signals(out, n, length, seed=seed, noise=float(noise))
+        what = f"{len(SIGNAL_CLASSES)} classes ({', '.join(SIGNAL_CLASSES)}) x {n} signals"
+        what += f" of {length} samples x 1 channel"
+        model = "resnet1d"
+    else:
+        size = _count(opts, "size", 32, 8)
+        write_volumes(out, n, size, seed=seed, noise=float(noise))
+        what = f"{len(VOLUME_CLASSES)} classes ({', '.join(VOLUME_CLASSES)}) x {n} volumes"
+        what += f" of {size}x{size}x{size} x 1 channel"
+        model = "convnet3d"
+    print(f"{what}, noise={float(noise):g}, seed={seed}; 60% train / 20% val / 20% test")
+    print(f"{kind} saved in {out}/ (train with: cnnkit train model={model} data={out})")
     return 0
 
 
@@ -209,6 +289,13 @@ def preview(argv: Sequence[str]) -> int:
     from cnnkit.data.augment import Augment, preview_grid
 
     source = str(opts.get("data", "digits"))
+    from cnnkit.data.sources import resolve_source
+
+    if resolve_source(source, opts.get("data_dir"))[0] == "arrays":
+        raise CnnkitError(
+            f"data={source} holds 1D signals or 3D volumes, which are trained without "
+            "augmentation; `cnnkit data preview` shows augmented images."
+        )
     data = load(
         source, size=opts.get("size"), channels=opts.get("channels"), data_dir=opts.get("data_dir")
     )

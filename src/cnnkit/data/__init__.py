@@ -5,15 +5,20 @@ batches, ImageFolder directories and multi-label CSV manifests (``labels.csv``: 
 paths and 0/1/? labels), all read into memory as uint8 tensors, split (stratified,
 seeded) into train / dev / test and an optional train-dev split, and normalized with
 statistics of the training split only. :mod:`cnnkit.data.synthetic` draws a synthetic
-multi-label task (the course's autonomous-driving example).
+multi-label task (the course's autonomous-driving example). :mod:`cnnkit.data.signals`
+reads folders of ``.npy`` / ``.csv`` 1D signals and 3D volumes (float32
+:class:`ArraySet` splits) and draws synthetic waveform and shape-volume tasks.
 """
 
 from cnnkit.data.augment import Augment, TensorBatches, epoch_order, fit_pca, preview_grid
 from cnnkit.data.datasets import (
+    ArrayBatches,
+    ArraySet,
     Data,
     DataInfo,
     ImageSet,
     Preprocess,
+    array_stats,
     channel_stats,
     default_workers,
     resize_uint8,
@@ -29,6 +34,13 @@ from cnnkit.data.formats import (
     read_mnist,
 )
 from cnnkit.data.images import BadFile, ImageDecodeError, decode_image
+from cnnkit.data.signals import (
+    load_arrays,
+    synth_signals,
+    synth_volumes,
+    write_signals,
+    write_volumes,
+)
 from cnnkit.data.sources import (
     DATASETS,
     MAX_BAD_FRACTION,
@@ -44,6 +56,8 @@ __all__ = [
     "DATASETS",
     "MAX_BAD_FRACTION",
     "SCENE_LABELS",
+    "ArrayBatches",
+    "ArraySet",
     "Augment",
     "BadFile",
     "Data",
@@ -54,6 +68,7 @@ __all__ = [
     "Manifest",
     "Preprocess",
     "TensorBatches",
+    "array_stats",
     "channel_stats",
     "check_folder",
     "decode_image",
@@ -62,6 +77,7 @@ __all__ = [
     "epoch_order",
     "fit_pca",
     "load",
+    "load_arrays",
     "multilabel_scenes",
     "preview_grid",
     "read_cifar",
@@ -73,5 +89,9 @@ __all__ = [
     "resolve_source",
     "seed_worker",
     "stratified_split",
+    "synth_signals",
+    "synth_volumes",
     "write_scenes",
+    "write_signals",
+    "write_volumes",
 ]

@@ -1,9 +1,11 @@
-"""In-memory image datasets, the preprocessing that travels with the weights, and splits."""
+"""In-memory datasets (uint8 images; float 1D signals and 3D volumes), the preprocessing that
+travels with the weights, and splits."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,10 +18,13 @@ from cnnkit.data.images import BadFile
 from cnnkit.errors import CnnkitError
 
 __all__ = [
+    "ArrayBatches",
+    "ArraySet",
     "Data",
     "DataInfo",
     "ImageSet",
     "Preprocess",
+    "array_stats",
     "channel_stats",
     "default_workers",
     "resize_uint8",
@@ -51,50 +56,69 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass
 class Preprocess:
-    """How raw images become the model's input; saved with every checkpoint.
+    """How raw inputs become the model's input; saved with every checkpoint.
 
     Attributes:
-        size: ``(n_H, n_W)`` the images are resized to (bilinear, antialiased).
-        channels: ``n_C``: 1 (grey) or 3 (RGB).
-        mean: Per-channel mean of the training images (in 0-1 units), subtracted.
+        size: ``(n_H, n_W)`` the images are resized to (bilinear, antialiased); for 1D
+            signals ``(n,)`` and for 3D volumes ``(n_D, n_H, n_W)``, the shape every
+            example has (signals and volumes are never resampled).
+        channels: ``n_C``: 1 (grey) or 3 (RGB) for images, any count for arrays.
+        mean: Per-channel mean of the training inputs (images: in 0-1 units), subtracted.
         std: Per-channel standard deviation, divided by.
+        dims: Spatial axes: 2 for images, 1 for signals, 3 for volumes.
     """
 
-    size: tuple[int, int]
+    size: tuple[int, ...]
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    dims: int = 2
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types, for YAML/JSON."""
-        return {
+        """Plain types, for YAML/JSON (``dims`` only for signals and volumes)."""
+        d: dict[str, Any] = {
             "size": list(self.size),
             "channels": self.channels,
             "mean": [float(m) for m in self.mean],
             "std": [float(s) for s in self.std],
         }
+        if self.dims != 2:
+            d["dims"] = self.dims
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocess:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["size"]), int(d["channels"]), tuple(d["mean"]), tuple(d["std"]))
+        return cls(
+            tuple(d["size"]),
+            int(d["channels"]),
+            tuple(d["mean"]),
+            tuple(d["std"]),
+            int(d.get("dims", 2)),
+        )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (or 0-1 float) ``(N, n_C, n_H, n_W)`` -> float32 ``(x/255 - mean) / std``."""
+        """uint8 images (divided by 255) or float inputs ``(N, n_C, *spatial)`` ->
+        float32 ``(x - mean) / std`` per channel."""
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # per channel, broadcast over N and space
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype).view(shape)
         return (x - mean) / std
 
     def load_files(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
-        """Decode, resize and normalize image files into one batch.
+        """Decode, resize and normalize image files (or read signal / volume files) into one batch.
 
         Args:
-            paths: Image files.
+            paths: Image files; ``.npy`` / ``.csv`` files for a signal or volume model.
 
         Returns:
-            float32 ``(N, n_C, n_H, n_W)``.
+            float32 ``(N, n_C, n_H, n_W)`` (``(N, n_C, *size)`` for arrays).
         """
+        if self.dims != 2:
+            from cnnkit.data.signals import read_inputs
+
+            return self.normalize(read_inputs(paths, self))
         from cnnkit.data.images import decode_image
 
         batch = []
@@ -155,6 +179,129 @@ class ImageSet(Dataset):
         return ImageSet(self.images[t], self.labels[t], self.preprocess, name, ids)
 
 
+class ArraySet(Dataset):
+    """1D signals or 3D volumes held in memory as float32 with their labels.
+
+    The counterpart of :class:`ImageSet` for arrays that are not 8-bit pictures:
+    ``x`` is float32 ``(N, n_C, n)`` (signals) or ``(N, n_C, n_D, n_H, n_W)``
+    (volumes), as read from ``.npy`` / ``.csv`` files, unnormalized; labels are int64
+    class indices ``(N,)``. Indexing returns ``(normalized x, label)``; the trainer
+    recognises an ArraySet and serves whole batches from memory (:class:`ArrayBatches`).
+    Image augmentation does not apply to it.
+
+    Args:
+        x: float32 ``(N, n_C, *spatial)`` with 1 or 3 spatial axes.
+        labels: int64 ``(N,)`` class indices.
+        preprocess: The normalization to apply (``preprocess.dims`` spatial axes).
+        name: ``"train"``, ``"dev"``, ``"test"`` or ``"train_dev"``.
+        ids: Optional identifiers (the files), for error analysis.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        preprocess: Preprocess,
+        name: str = "",
+        ids: list[str] | None = None,
+    ) -> None:
+        if x.dtype != torch.float32 or x.ndim not in (3, 5):
+            raise CnnkitError(
+                "ArraySet wants float32 (N, C, n) signals or (N, C, D, H, W) volumes, got "
+                f"{x.dtype} {tuple(x.shape)}."
+            )
+        if len(x) != len(labels):
+            raise CnnkitError(f"{len(x)} arrays but {len(labels)} labels.")
+        self.x = x
+        self.labels = labels
+        self.preprocess = preprocess
+        self.name = name
+        self.ids = ids
+
+    @property
+    def dims(self) -> int:
+        """Spatial axes: 1 (signals) or 3 (volumes)."""
+        return self.x.ndim - 2
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.preprocess.normalize(self.x[i : i + 1])[0], self.labels[i]
+
+    def subset(self, idx: np.ndarray, name: str) -> ArraySet:
+        """The examples at ``idx`` as a new set named ``name``."""
+        t = torch.as_tensor(idx, dtype=torch.long)
+        ids = [self.ids[i] for i in idx] if self.ids is not None else None
+        return ArraySet(self.x[t], self.labels[t], self.preprocess, name, ids)
+
+    def with_preprocess(self, preprocess: Preprocess) -> ArraySet:
+        """The same examples, normalized with ``preprocess`` (e.g. a checkpoint's)."""
+        return ArraySet(self.x, self.labels, preprocess, self.name, self.ids)
+
+
+class ArrayBatches:
+    """Batches straight from an :class:`ArraySet` in memory: no per-sample Python work.
+
+    The same ``epoch(epoch, start, generator)`` interface as
+    :class:`~cnnkit.data.augment.TensorBatches` (seeded order, resume mid-epoch, a share
+    per process), without augmentation.
+
+    Args:
+        data: The arrays.
+        batch: Batch size (the global mini-batch of all processes).
+        shuffle: Shuffle each epoch (train) or keep the order (evaluation).
+        seed: Seed of the order.
+        rank: With several processes: this one.
+        world_size: Number of processes.
+    """
+
+    def __init__(
+        self,
+        data: ArraySet,
+        batch: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.data = data
+        self.batch = int(batch)
+        self.shuffle, self.seed = shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        p = data.preprocess
+        shape = (1, -1) + (1,) * data.dims  # per channel: (1, n_C, 1[, 1, 1])
+        self._mean = torch.tensor(p.mean, dtype=torch.float32).view(shape)
+        self._inv_std = 1.0 / torch.tensor(p.std, dtype=torch.float32).view(shape)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch)
+
+    def epoch(
+        self, epoch: int = 0, start: int = 0, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y)`` batches of one epoch, from batch ``start`` on.
+
+        Args:
+            epoch: Epoch index (fixes the order).
+            start: Batches to skip (already trained on before a resume).
+            generator: Unused (no augmentation); accepted for the common interface.
+
+        Yields:
+            Normalized float32 ``(B, n_C, *spatial)`` inputs and their labels.
+        """
+        from cnnkit.data.augment import epoch_order, shard_batch
+
+        order = epoch_order(len(self.data), self.seed, epoch, self.shuffle)
+        x, labels = self.data.x, self.data.labels
+        for b in range(start, len(self)):
+            idx = shard_batch(
+                order[b * self.batch : (b + 1) * self.batch], self.rank, self.world_size
+            )
+            yield (x[idx] - self._mean).mul_(self._inv_std), labels[idx]
+
+
 @dataclass
 class DataInfo:
     """What a loaded dataset is: its source, classes and preprocessing.
@@ -198,6 +345,9 @@ class DataInfo:
 class Data:
     """The splits of a dataset and what they are.
 
+    Image sources give :class:`ImageSet` splits; folders of ``.npy`` / ``.csv`` signals
+    or volumes give :class:`ArraySet` splits.
+
     Attributes:
         train: Training set.
         dev: Development (validation) set, for choosing models and early stopping.
@@ -206,13 +356,13 @@ class Data:
         info: Classes, preprocessing, source.
     """
 
-    train: ImageSet
-    dev: ImageSet | None
-    test: ImageSet | None
+    train: ImageSet | ArraySet
+    dev: ImageSet | ArraySet | None
+    test: ImageSet | ArraySet | None
     info: DataInfo
-    train_dev: ImageSet | None = None
+    train_dev: ImageSet | ArraySet | None = None
 
-    def splits(self) -> dict[str, ImageSet]:
+    def splits(self) -> dict[str, ImageSet | ArraySet]:
         """The non-empty splits by name."""
         out = {"train": self.train, "train_dev": self.train_dev, "dev": self.dev, "test": self.test}
         return {k: v for k, v in out.items() if v is not None}
@@ -305,6 +455,31 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     mean = s / max(count, 1)
     std = (s2 / max(count, 1) - mean**2).clamp_min(1e-12).sqrt().clamp_min(1e-3)
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(v), 6) for v in std)
+
+
+def array_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of float signals or volumes.
+
+    Args:
+        x: float ``(N, n_C, *spatial)``.
+
+    Returns:
+        ``(mean, std)`` tuples of length ``n_C`` (a constant channel gets std 1, so
+        normalizing it only centres it).
+    """
+    n_C = x.shape[1]
+    s = torch.zeros(n_C, dtype=torch.float64)
+    s2 = torch.zeros(n_C, dtype=torch.float64)
+    count = 0
+    for chunk in x.split(4096):
+        f = chunk.double().transpose(0, 1).reshape(n_C, -1)  # (N, C, *S) -> (C, N*prod(S))
+        s += f.sum(dim=1)
+        s2 += (f * f).sum(dim=1)
+        count += f.shape[1]
+    mean = s / max(count, 1)
+    var = (s2 / max(count, 1) - mean**2).clamp_min(0.0)
+    std = torch.where(var > 1e-12, var.sqrt(), torch.ones_like(var))
+    return tuple(float(m) for m in mean), tuple(float(v) for v in std)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -101,8 +101,9 @@ def resolve_source(
 
     Returns:
         ``(kind, folder)`` with kind ``"digits"``, ``"idx"``, ``"cifar10"``, ``"cifar100"``,
-        ``"folder"`` or ``"manifest"`` (then ``folder`` is the CSV file); folder is None
-        for digits and for a named dataset not on disk yet.
+        ``"folder"``, ``"arrays"`` (a class folder of ``.npy`` / ``.csv`` signals or
+        volumes, see :mod:`cnnkit.data.signals`) or ``"manifest"`` (then ``folder`` is the
+        CSV file); folder is None for digits and for a named dataset not on disk yet.
 
     Raises:
         CnnkitError: For an unknown name or a missing / unrecognised folder.
@@ -130,6 +131,11 @@ def resolve_source(
     if not p.is_dir():
         if p.suffix.lower() == ".csv":
             return "manifest", p
+        if p.suffix.lower() == ".npy":
+            raise CnnkitError(
+                f"data={text!r} is one example; pass the folder that holds them, laid out as "
+                "FOLDER/<class>/*.npy (or FOLDER/train/<class>/...)."
+            )
         raise CnnkitError(
             f"data={text!r} is a file; pass the folder that holds the dataset, or a multi-label "
             "CSV manifest (labels.csv)."
@@ -145,6 +151,10 @@ def resolve_source(
             f"{text!r} holds no class folders, MNIST IDX files or CIFAR batches; lay images "
             "out as FOLDER/<class>/*.png (or FOLDER/train/<class>/...)."
         )
+    from cnnkit.data.signals import is_array_folder
+
+    if is_array_folder(p):
+        return "arrays", p
     return "folder", p
 
 
@@ -177,7 +187,10 @@ def load(
             or a multi-label CSV manifest ``image,<label1>,...[,split]`` (see
             :func:`~cnnkit.data.formats.read_manifest`): labels are then float ``(N, L)``
             with NaN for a missing (``?``) label, ``info.multilabel`` is True, and carved
-            splits are seeded random (not stratified).
+            splits are seeded random (not stratified); or a folder of ``.npy`` / ``.csv``
+            1D signals or 3D volumes laid out the same way (:mod:`cnnkit.data.signals`):
+            the splits are then :class:`~cnnkit.data.ArraySet` (float32, not resampled;
+            ``size`` and ``channels`` are checked against the files, not converted).
         size: ``(n_H, n_W)`` (or one int) to resize to; None keeps the source's size.
         channels: 1 or 3; None keeps the source's (grey sources give 1).
         dev: Dev split when carved: a fraction of the pool it is carved from, or a count.
@@ -200,6 +213,21 @@ def load(
     """
     if on_error not in ("raise", "skip"):
         raise unknown_name("on_error", str(on_error), ["raise", "skip"])
+    kind, folder = resolve_source(source, data_dir)
+    if kind == "arrays":  # 1D signals / 3D volumes: float arrays, never resampled
+        from cnnkit.data.signals import load_arrays
+
+        assert folder is not None
+        return load_arrays(
+            folder,
+            size=size,
+            channels=channels,
+            dev=dev,
+            test=test,
+            train_dev=train_dev,
+            seed=seed,
+            name=Path(str(source)).name,
+        )
     if (
         isinstance(max_bad_fraction, bool)
         or not isinstance(max_bad_fraction, (int, float))
@@ -215,7 +243,6 @@ def load(
         size = (size, size)
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise CnnkitError(f"size must be a positive int or (n_H, n_W), got {size!r}.")
-    kind, folder = resolve_source(source, data_dir)
     name = str(source).lower() if str(source).lower() in DATASETS else Path(str(source)).name
     skipped: list[BadFile] = []
     ids: dict[str, list[str]] | None = None
@@ -278,8 +305,15 @@ def _download_or_explain(name: str, kind: str, data_dir: Any, download: bool) ->
 
 def _list_image_folder(
     root: Path,
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+    what: str = "image",
 ) -> tuple[list[str], dict[str, Path], dict[str, list[tuple[Path, int]]]]:
     """The layout of an ImageFolder, without decoding anything.
+
+    Args:
+        root: The folder.
+        suffixes: The file suffixes listed (images; ``.npy`` / ``.csv`` for arrays).
+        what: What the files are, for the messages.
 
     Returns:
         ``(classes, folders, files)``: the class names (from train/ or the root),
@@ -304,7 +338,7 @@ def _list_image_folder(
     classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise CnnkitError(
-            f"{str(base)!r} has no class folders; lay images out as {base}/<class>/*.png."
+            f"{str(base)!r} has no class folders; lay {what}s out as {base}/<class>/*{suffixes[0]}."
         )
     files: dict[str, list[tuple[Path, int]]] = {}
     for split, folder in layout.items():
@@ -323,7 +357,7 @@ def _list_image_folder(
             for dirpath, dirnames, fnames in os.walk(cdir):
                 dirnames.sort()
                 for f in sorted(fnames):
-                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."):
+                    if f.lower().endswith(suffixes) and not f.startswith("."):
                         found.append((Path(dirpath) / f, ci))
         files[split] = found
     empty = [
@@ -332,9 +366,8 @@ def _list_image_folder(
         if not any(lab == ci for _, lab in files.get("train", files.get("all", [])))
     ]
     if empty:
-        raise CnnkitError(
-            f"class folder(s) {empty} in {str(base)!r} hold no images (.png, .jpg, ...)."
-        )
+        kinds = "images (.png, .jpg, ...)" if what == "image" else f"{what} files (.npy, .csv)"
+        raise CnnkitError(f"class folder(s) {empty} in {str(base)!r} hold no {kinds}.")
     return classes, layout, files
 
 

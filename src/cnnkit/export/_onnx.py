@@ -124,6 +124,12 @@ def _input_size(
 
     if input_size is None and meta is not None:
         pre = meta["preprocess"]
+        if int(pre.get("dims", 2)) != 2:
+            raise CnnkitError(
+                "ONNX export here covers image models (n_H x n_W x n_C) and this run trains "
+                f"on {'1D signals' if int(pre['dims']) == 1 else '3D volumes'}; export its "
+                "network with torch.onnx.export on a (1, n_C, ...) example instead."
+            )
         return (int(pre["size"][0]), int(pre["size"][1]), int(pre["channels"]))
     if input_size is None:
         input_size = getattr(model, "input_size", None)

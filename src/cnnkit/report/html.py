@@ -254,7 +254,7 @@ class _Page:
 
     def _load(self) -> None:
         from cnnkit.data import Preprocess
-        from cnnkit.data.datasets import ImageSet
+        from cnnkit.data.datasets import ArraySet, ImageSet
         from cnnkit.evaluate.testtime import predict_log_probs
         from cnnkit.train.classify import load_run_model, run_data
 
@@ -280,6 +280,8 @@ class _Page:
             )
         first = next(iter(self.sets.values()))
         self.multilabel = first.labels.ndim == 2
+        #: signals / volumes: the image-only parts (thumbnails, saliency, filters) are skipped
+        self.arrays = isinstance(first, ArraySet)
         if self.multilabel:
             return
         for name, ds in list(self.sets.items()):
@@ -287,13 +289,19 @@ class _Page:
                 g = torch.Generator().manual_seed(0)
                 keep = torch.randperm(len(ds), generator=g)[:TRAIN_CAP].sort().values
                 ids = [ds.ids[i] for i in keep.tolist()] if ds.ids is not None else None
-                ds = ImageSet(ds.images[keep], ds.labels[keep], ds.preprocess, ds.name, ids)
+                if isinstance(ds, ArraySet):
+                    ds = ds.subset(keep.numpy(), ds.name)
+                else:
+                    ds = ImageSet(ds.images[keep], ds.labels[keep], ds.preprocess, ds.name, ids)
                 self.sets[name] = ds
                 self.notes.append(
                     f"training error measured on a random {TRAIN_CAP:,} of the "
                     f"{len(self.data.train):,} training images"
                 )
-            norm = ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
+            if isinstance(ds, ArraySet):
+                norm = ds.with_preprocess(pre)
+            else:
+                norm = ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
             self.outputs[name] = predict_log_probs(self.model, norm, batch=self.batch)
         self.pre = pre
 
@@ -345,10 +353,12 @@ class _Page:
         n_params = sum(p.numel() for p in self.model.parameters())
         pre = self.meta["preprocess"]
         size = pre.get("size", ["?", "?"])
+        axes = {1: "n x n_C", 3: "n_D x n_H x n_W x n_C"}.get(pre.get("dims", 2), "n_H x n_W x n_C")
+        shown = " x ".join(str(v) for v in [*size, pre.get("channels", "?")])
         rows = [
             ["model", f"{self.cfg.get('model')} ({n_params:,} parameters)"],
             ["data", f"{self.cfg.get('data')} ({len(self.classes)} classes)"],
-            ["input", f"{size[0]} x {size[1]} x {pre.get('channels', '?')} (n_H x n_W x n_C)"],
+            ["input", f"{shown} ({axes})"],
         ]
         best = next((x for x in self.summary_lines if x.startswith("best weights")), "")
         if best:
@@ -498,6 +508,8 @@ class _Page:
         if not n_wrong:
             return "<p>No misclassified images on the split.</p>"
         shown = order[: self.gallery]
+        if self.arrays:  # no thumbnails of signals / volumes: a table of the files
+            return self._errors_table(o, P, ds, shown, n_wrong)
         cells = []
         for i in shown.tolist():
             t, p = int(o.labels[i]), int(P[i].argmax())
@@ -526,11 +538,34 @@ class _Page:
         )
         return f'<p>{_e(say)}</p>\n<div class="gallery">\n' + "\n".join(cells) + "\n</div>"
 
+    def _errors_table(
+        self, o: Any, P: torch.Tensor, ds: Any, shown: torch.Tensor, n_wrong: int
+    ) -> str:
+        """The misclassified signals / volumes as a table of files (no thumbnails)."""
+        rows = []
+        for i in shown.tolist():
+            t, p = int(o.labels[i]), int(P[i].argmax())
+            ident = ds.ids[i] if ds.ids is not None else f"#{i}"
+            rows.append([ident, self.classes[t], self.classes[p], _pct(float(P[i, p])),
+                         _pct(float(P[i, t]))])  # fmt: skip
+        self.notes.append(
+            "signals / volumes: misclassified examples listed by file (no thumbnails); no "
+            "saliency maps or first-layer filter images (they draw 2D images)"
+        )
+        say = (
+            f"{n_wrong:,} of {len(o.labels):,} {self._rep_split} examples are misclassified; "
+            f"{'all' if len(shown) == n_wrong else f'the {len(shown)} with the highest loss'} "
+            "are listed, highest loss -log p(true) first (signals and volumes are listed by "
+            "file, not drawn)."
+        )
+        head = ["file", "true", "predicted", "p(predicted)", "p(true)"]
+        return f"<p>{_e(say)}</p>\n" + _table(head, rows)
+
     def _saliency(self) -> str | None:
         from cnnkit.report.filters import panels, unit_range
         from cnnkit.report.plots import plain, saliency
 
-        if self.multilabel:
+        if self.multilabel or self.arrays:  # saliency maps are drawn as 2D images
             return None
         o, P, order = self._worst()
         if not len(order):
@@ -559,6 +594,8 @@ class _Page:
     def _filters(self) -> str | None:
         from cnnkit.report.filters import find_layer, plot_filters
 
+        if self.arrays:  # 1D / 3D kernels are not drawn as 2D filter images
+            return None
         try:
             name, _ = find_layer(self.model)
         except CnnkitError:
@@ -580,6 +617,8 @@ class _Page:
         train = self.sets.get("train")
         if train is None:
             return None
+        if self.arrays:
+            return "<p>No augmentation: signals and volumes are trained without it.</p>"
         keys = set(TrainConfig.keys())
         tc = TrainConfig.from_dict({k: v for k, v in self.cfg.items() if k in keys})
         aug = Augment.from_config(tc, train)

@@ -102,6 +102,12 @@ def _figure(
 
     model, meta = load_run_model(r)
     pre = Preprocess.from_dict(meta["preprocess"])
+    if pre.dims != 2:  # signals / volumes
+        what = "1D signals" if pre.dims == 1 else "3D volumes"
+        raise CnnkitError(
+            f"plot={plot} draws 2D images and this run is on {what}; use plot=curves or the "
+            "page (cnnkit report run=RUN)."
+        )
     if plot == "filters":
         from cnnkit.report.filters import plot_filters
 

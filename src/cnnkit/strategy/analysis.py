@@ -467,6 +467,13 @@ def _run_split(run: Path, split: str) -> tuple[torch.nn.Module, Any, list[str]]:
 
     run_config(run)  # a run folder with a readable config.yaml, before the weights
     model, meta = load_run_model(run)
+    dims = int(meta["preprocess"].get("dims", 2))
+    if dims != 2:
+        raise CnnkitError(
+            f"cnnkit analyze writes image files and a contact sheet of the mistakes, and this "
+            f"run trains on {'1D signals' if dims == 1 else '3D volumes'}; list its mistakes "
+            "with cnnkit predict run=RUN source=FOLDER instead."
+        )
     pre = Preprocess.from_dict(meta["preprocess"])
     data = run_data(run, meta)
     ds = getattr(data, split)

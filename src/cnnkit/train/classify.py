@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from cnnkit.data import Data, ImageSet, Preprocess, load, resolve_source
+from cnnkit.data import ArraySet, Data, ImageSet, Preprocess, load, resolve_source
 from cnnkit.data.images import IMAGE_SUFFIXES
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
@@ -171,7 +171,81 @@ def check(cfg: TrainConfig) -> tuple[Any, str, Path | None]:
         with torch.random.fork_rng():
             create(cfg.model, **cfg.model_args)
     kind, folder = resolve_source(cfg.data, cfg.data_dir)
+    if kind == "arrays":
+        assert folder is not None
+        _check_arrays(cfg, info, folder)
+    elif info is not None and info.dims != 2:
+        raise CnnkitError(
+            f"model {cfg.model} takes {_DIMS_WORDS[info.dims]} but data={cfg.data} holds 2D "
+            f"images; pass a folder of {'.npy/.csv signals' if info.dims == 1 else '.npy volumes'}"
+            f" (cnnkit data synth {'signals' if info.dims == 1 else 'volumes'} out=DIR makes one)"
+            f" or use an image model, e.g. model=lenet5."
+        )
     return info, kind, folder
+
+
+_DIMS_WORDS = {1: "1D signals", 2: "2D images", 3: "3D volumes"}
+
+
+def _models_for(dims: int) -> list[str]:
+    """Registered models for inputs with ``dims`` spatial axes (for a suggestion)."""
+    from cnnkit.models import get_model_info, list_models
+
+    return [n for n in list_models() if get_model_info(n).dims == dims]
+
+
+def _check_arrays(cfg: TrainConfig, info: Any, folder: Path) -> tuple[int, tuple[int, ...]]:
+    """The cheap checks of a run on signals or volumes: the model's dims, ``size=`` and
+    augmentation, from the folder's first file.
+
+    Args:
+        cfg: Settings.
+        info: The zoo model's info (None for a layer-list file).
+        folder: The data folder.
+
+    Returns:
+        ``(dims, shape (n_C, *spatial))`` of the data.
+    """
+    from cnnkit.data.signals import describe, peek_folder
+    from cnnkit.train.config import AUG_OPS
+
+    dims, shape, _ = peek_folder(folder)
+    what = describe(dims, shape)
+    model_dims = info.dims if info is not None else None
+    if model_dims is None:  # a layer-list file: its input line says
+        import yaml
+
+        from cnnkit import shapes
+
+        try:
+            doc = yaml.safe_load(Path(cfg.model).read_text())
+            model_dims = len(shapes.parse_size(str(doc["input"]), what="input")) - 1
+        except Exception:  # the builder reports a broken file itself
+            model_dims = None
+    if model_dims is not None and model_dims != dims:
+        fit = _models_for(dims)
+        use = f"use model={fit[0]}" if fit else "use a model for them"
+        raise CnnkitError(
+            f"model {cfg.model} takes {_DIMS_WORDS.get(model_dims, f'{model_dims}D inputs')} "
+            f"but data={cfg.data} holds {what}; {use}."
+        )
+    if cfg.size is not None:
+        want = [cfg.size] * dims if isinstance(cfg.size, int) else list(cfg.size)
+        if want != list(shape[1:]):
+            raise CnnkitError(
+                f"size={cfg.size} does not match data={cfg.data}, which holds {what}; signals "
+                "and volumes are not resampled: drop size=."
+            )
+    ops = [k for k in AUG_OPS if getattr(cfg, k)]
+    if ops or cfg.aug not in ("default", "none"):
+        k = ops[0] if ops else "aug"
+        v = f"{getattr(cfg, k):g}" if ops else cfg.aug
+        raise CnnkitError(
+            f"{k}={v} is an image augmentation and data={cfg.data} holds {what}; "
+            f"{'drop ' + k + '=' if ops else 'use aug=none'} (signals and volumes are trained "
+            "without augmentation)."
+        )
+    return dims, shape
 
 
 def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
@@ -189,6 +263,8 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
     from cnnkit.models import create
 
     info, kind, folder = check(cfg)
+    if kind == "arrays":
+        return _prepare_arrays(cfg, folder)  # type: ignore[arg-type]
     notes: list[str] = []
     size = cfg.size
     if isinstance(size, int):
@@ -237,6 +313,42 @@ def prepare(cfg: TrainConfig) -> tuple[Data, nn.Module, list[str]]:
         **cfg.model_args,
     )
     if outputs == 1 and not data.info.multilabel:
+        notes.append(
+            "two classes: one sigmoid output with the logistic loss (loss=ce for a 2-way softmax)"
+        )
+    return data, model, notes
+
+
+def _prepare_arrays(cfg: TrainConfig, folder: Path) -> tuple[Data, nn.Module, list[str]]:
+    """:func:`prepare` for a folder of signals or volumes: read them as they are (no
+    resizing), build the model for their channels, and try it on one example."""
+    from cnnkit.data.signals import describe
+    from cnnkit.models import create
+
+    data = load_splits(cfg, None)
+    pre = data.info.preprocess
+    shape = (pre.channels, *pre.size)
+    notes = [f"input {describe(pre.dims, shape)}, normalized per channel (train split's mean/std)"]
+    K = data.info.num_classes
+    outputs = 1 if K == 2 and cfg.loss in ("auto", "bce") else K
+    torch.manual_seed(cfg.seed)
+    model = create(cfg.model, num_classes=outputs, in_channels=pre.channels, **cfg.model_args)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))  # (1, n_C, *spatial): one example, shape check only
+    except CnnkitError as e:
+        raise CnnkitError(f"model {cfg.model} does not take data={cfg.data}: {e}") from None
+    except RuntimeError as e:
+        raise CnnkitError(
+            f"model {cfg.model} cannot run on data={cfg.data}, which holds "
+            f"{describe(pre.dims, shape)} ({str(e).splitlines()[0]}); use larger examples or "
+            "another model."
+        ) from None
+    finally:
+        model.train(was)
+    if outputs == 1:
         notes.append(
             "two classes: one sigmoid output with the logistic loss (loss=ce for a 2-way softmax)"
         )
@@ -326,7 +438,7 @@ def subset_classes(
     """
     from dataclasses import replace
 
-    from cnnkit.data.datasets import channel_stats
+    from cnnkit.data.datasets import array_stats, channel_stats
 
     names = list(data.info.classes)
     keep = list(range(len(names)))
@@ -347,7 +459,7 @@ def subset_classes(
     new_label[torch.tensor(keep)] = torch.arange(len(keep))
     pre = data.info.preprocess
 
-    def take(ds: ImageSet | None, limit: int | None) -> ImageSet | None:
+    def take(ds: ImageSet | ArraySet | None, limit: int | None) -> ImageSet | ArraySet | None:
         if ds is None:
             return None
         lab = new_label[ds.labels]
@@ -364,12 +476,17 @@ def subset_classes(
                 )
             idx = torch.sort(torch.cat(chosen)).values
         ids = [ds.ids[i] for i in idx.tolist()] if ds.ids is not None else None
+        if isinstance(ds, ArraySet):
+            return ArraySet(ds.x[idx], lab[idx], pre, ds.name, ids)
         return ImageSet(ds.images[idx], lab[idx], pre, ds.name, ids)
 
     train = take(data.train, per_class)
     assert train is not None
-    mean, std = channel_stats(train.images)
-    pre = Preprocess(pre.size, pre.channels, mean, std)
+    if isinstance(train, ArraySet):
+        mean, std = array_stats(train.x)
+    else:
+        mean, std = channel_stats(train.images)
+    pre = Preprocess(pre.size, pre.channels, mean, std, pre.dims)
     sets = {
         k: take(getattr(data, k), per_class if k == "train" else None)
         for k in ("train", "dev", "test", "train_dev")
@@ -445,7 +562,7 @@ def run_data(
     return cache[key]
 
 
-def split_of(data: Data, split: str, meta: Mapping[str, Any]) -> ImageSet:
+def split_of(data: Data, split: str, meta: Mapping[str, Any]) -> ImageSet | ArraySet:
     """One split of ``data`` for weights with ``meta``, refused when missing or when its
     classes are not the weights' classes.
 
@@ -455,7 +572,8 @@ def split_of(data: Data, split: str, meta: Mapping[str, Any]) -> ImageSet:
         meta: The weights' metadata (its ``classes``).
 
     Returns:
-        The split's :class:`~cnnkit.data.ImageSet`.
+        The split's :class:`~cnnkit.data.ImageSet` (:class:`~cnnkit.data.ArraySet` for
+        signals and volumes).
     """
     ds = getattr(data, split)
     if ds is None:
@@ -616,7 +734,9 @@ def _train(
     steps = -(-len(data.train) // cfg.batch)
     resolved = cfg.to_dict()
     resolved["epochs"], _ = resolve_epochs(cfg, steps)
-    resolved["size"] = list(data.info.preprocess.size)
+    # images: the size trained at; signals / volumes are never resampled (their own)
+    pre = data.info.preprocess
+    resolved["size"] = list(pre.size) if pre.dims == 2 else None
     resolved["name"] = run.name
     resolved["devices"] = ctx.world_size
     if ctx.is_main:
@@ -711,10 +831,11 @@ def _fit_and_report(
             console.print(line, markup=False, soft_wrap=True)
 
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits().items())
+    arrays = isinstance(data.train, ArraySet)
     say(
         f"{'resuming' if resume else 'training'} {cfg.model}{_args_text(cfg.model_args)} on "
         f"{data.info.name} "
-        f"({sizes} images) -> {run}"
+        f"({sizes} {'examples' if arrays else 'images'}) -> {run}"
     )
     if data.info.skipped and ctx.is_main:
         notes = [_write_skipped(run, data), *notes]
@@ -757,7 +878,8 @@ def _fit_and_report(
     out = RunResult(run_dir=run, fit=result, scores=scores, data=data, notes=notes + result.notes)
     if after is not None and ctx.is_main:
         after(out)
-    nxt = f"cnnkit val run={run}; cnnkit predict run={run} source=IMAGE"
+    example = "FILE.npy" if isinstance(data.train, ArraySet) else "IMAGE"
+    nxt = f"cnnkit val run={run}; cnnkit predict run={run} source={example}"
     say(f"run saved in {run}/: {saved_files(run)} ({nxt})")
     return out
 
@@ -936,6 +1058,8 @@ def run_split(
         raise CnnkitError("weights= needs data= to evaluate on (a dataset name or folder).")
     ds = split_of(d, split, meta)
     # the weights' normalization, on a copy: the (cached or given) data stays as it was
+    if isinstance(ds, ArraySet):
+        return model, meta, ds.with_preprocess(pre)
     return model, meta, ImageSet(ds.images, ds.labels, pre, ds.name, ds.ids)
 
 
@@ -1036,17 +1160,22 @@ def predict_with(
     _check_count("topk", topk, 5)
     pre = preprocess
     names = list(classes) if classes is not None else None
+    dims = pre.dims if pre is not None else 2
     if isinstance(source, torch.Tensor):
-        if source.ndim != 4:
-            raise CnnkitError(
-                f"a tensor source must be (N, n_C, n_H, n_W), got {tuple(source.shape)}."
-            )
+        if source.ndim != 2 + dims and not (pre is None and source.ndim in (3, 5)):
+            want = {1: "(N, n_C, n)", 2: "(N, n_C, n_H, n_W)", 3: "(N, n_C, n_D, n_H, n_W)"}
+            raise CnnkitError(f"a tensor source must be {want[dims]}, got {tuple(source.shape)}.")
         inputs = list(source.split(batch))
         paths = [f"[{i}]" for i in range(len(source))]
     else:
         if pre is None:
             raise CnnkitError("predict(model, files) needs preprocess= (size, channels, mean/std).")
-        files = _image_files(source)
+        if dims != 2:  # signals / volumes: .npy and .csv files
+            from cnnkit.data.signals import array_files
+
+            files = array_files(source)
+        else:
+            files = _image_files(source)
         paths = [str(f) for f in files]
         inputs = [pre.load_files(files[i : i + batch]) for i in range(0, len(files), batch)]
     out: list[Prediction] = []

@@ -176,7 +176,8 @@ class TrainConfig:
         tensorboard: Also write TensorBoard event files (``run/tensorboard/``): the epoch
             metrics and learning rate as scalars and a few training images.
         size: Input ``n_H`` (int or ``[n_H, n_W]``); None: the model's when it needs one,
-            else the data's.
+            else the data's. Signals and volumes are never resampled (their runs keep
+            None; an int given must be their length, or each side of a cubic volume).
         dev: Dev split carved from train when the source has none (fraction or count).
         test: Test split carved when the source has only one pool (fraction or count).
         train_dev: Train-dev split carved from train (0: none).

@@ -1,7 +1,8 @@
 """The one training loop: mini-batch gradient descent with checkpoints, resume and early stopping.
 
 ``fit(model, train, dev)`` accepts any ``nn.Module`` and any torch ``Dataset`` yielding
-``(x, y)``. An in-memory :class:`cnnkit.data.ImageSet` is served batch-wise from
+``(x, y)``. An in-memory :class:`cnnkit.data.ImageSet` (images) or
+:class:`cnnkit.data.ArraySet` (1D signals, 3D volumes) is served batch-wise from
 memory (no per-sample Python work); other datasets go through a ``DataLoader``.
 """
 
@@ -24,7 +25,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from cnnkit.data.augment import Augment, TensorBatches, epoch_order, shard_batch
-from cnnkit.data.datasets import ImageSet, Preprocess, default_workers, seed_worker
+from cnnkit.data.datasets import (
+    ArrayBatches,
+    ArraySet,
+    ImageSet,
+    Preprocess,
+    default_workers,
+    seed_worker,
+)
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.train.checkpoint import (
     CheckpointError,
@@ -45,7 +53,14 @@ from cnnkit.train.speed import SpeedChoice, autocast, resolve_speed
 from cnnkit.train.tasks import Classification, Task
 from cnnkit.train.tboard import MAX_IMAGES, TensorBoardLog, require_tensorboard
 
-__all__ = ["FitResult", "build_optimizer", "evaluate_model", "fit", "resolve_epochs"]
+__all__ = [
+    "FitResult",
+    "array_augment",
+    "build_optimizer",
+    "evaluate_model",
+    "fit",
+    "resolve_epochs",
+]
 
 RESULTS_COLUMNS = (
     "epoch",
@@ -176,6 +191,10 @@ def _batches(
     rank: int = 0,
     world_size: int = 1,
 ):
+    if isinstance(data, ArraySet):  # signals / volumes: no augmentation (see array_augment)
+        return ArrayBatches(
+            data, batch, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size
+        )
     if isinstance(data, ImageSet):
         return TensorBatches(
             data,
@@ -213,9 +232,41 @@ def _timed(batches: Iterator[Any], waited: list[float]) -> Iterator[Any]:
 def _shard_dataset(data: Dataset, rank: int, world_size: int) -> Dataset:
     """Examples ``rank, rank + N, ...`` of ``data``: one process's part of an evaluation."""
     idx = np.arange(rank, len(data), world_size)  # type: ignore[arg-type]
-    if isinstance(data, ImageSet):
+    if isinstance(data, (ImageSet, ArraySet)):
         return data.subset(idx, data.name)
     return Subset(data, idx.tolist())
+
+
+def array_augment(cfg: TrainConfig, train: ArraySet) -> str | None:
+    """Image augmentation does not apply to signals and volumes: the default preset is
+    switched off (with a note), an augmentation asked for by name is refused.
+
+    Args:
+        cfg: The settings.
+        train: The training signals or volumes.
+
+    Returns:
+        The note saying augmentation is off (None when ``aug=none`` was given).
+
+    Raises:
+        CnnkitError: For a preset other than ``default`` / ``none`` or an op set above 0.
+    """
+    from cnnkit.train.config import AUG_OPS
+
+    what = "1D signals" if train.dims == 1 else "3D volumes"
+    ops = [k for k in AUG_OPS if getattr(cfg, k)]
+    if ops:
+        k = ops[0]
+        raise CnnkitError(
+            f"{k}={getattr(cfg, k):g} is an image augmentation and this data holds {what}; "
+            f"drop {k}= (signals and volumes are trained without augmentation)."
+        )
+    if cfg.aug not in ("default", "none"):
+        raise CnnkitError(
+            f"aug={cfg.aug} is an image augmentation preset and this data holds {what}; use "
+            "aug=none (signals and volumes are trained without augmentation)."
+        )
+    return f"augmentation: none ({what} are not augmented)" if cfg.aug == "default" else None
 
 
 def resolve_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, str | None]:
@@ -559,7 +610,8 @@ def fit(
 
     Args:
         model: Any ``nn.Module`` producing logits.
-        train: An :class:`~cnnkit.data.ImageSet` or any Dataset of ``(x, y)``.
+        train: An :class:`~cnnkit.data.ImageSet`, :class:`~cnnkit.data.ArraySet` (1D
+            signals, 3D volumes: never augmented) or any Dataset of ``(x, y)``.
         dev: Dataset for model selection and early stopping (optional).
         config: Settings (default :class:`TrainConfig`); ``settings`` override single keys.
         task: Loss and metrics (default :class:`Classification` with ``config.loss``).
@@ -623,7 +675,11 @@ def _fit(
     model.to(device)
     if len(train) == 0:  # type: ignore[arg-type]
         raise CnnkitError("the training set is empty.")
-    augment = Augment.from_config(cfg, train if isinstance(train, ImageSet) else None)
+    if isinstance(train, ArraySet):
+        augment, note_aug = None, array_augment(cfg, train)
+    else:
+        augment = Augment.from_config(cfg, train if isinstance(train, ImageSet) else None)
+        note_aug = None
     batches = _batches(
         train,
         cfg.batch,
@@ -636,7 +692,7 @@ def _fit(
     )
     steps_per_epoch = len(batches)
     epochs, note = resolve_epochs(cfg, steps_per_epoch)
-    notes = [note] if note else []
+    notes = [n for n in (note, note_aug) if n]
     opt = build_optimizer(model, cfg, param_groups)
     aug_gen = torch.Generator().manual_seed(rank_seed(cfg.seed + 1, dist_ctx.rank))
     metrics = [f"{p}_{m}" for p in ("train", "dev") for m in ("loss", *task.metric_names)]
@@ -919,7 +975,9 @@ def _fit(
                 starved = seconds > STARVED_MIN_S and waited[0] > STARVED_SHARE * seconds
                 if starved and not st.get("starved_noted"):
                     st["starved_noted"] = True
-                    if isinstance(train, ImageSet):  # in memory: the batches' own work
+                    if isinstance(train, ArraySet):  # in memory, nothing to augment
+                        fix = "its batches are sliced from memory in the training thread"
+                    elif isinstance(train, ImageSet):  # in memory: the batches' own work
                         fix = (
                             "its batches are made in the training thread, and augmentation "
                             "(degrees=, translate=, scale=, fliplr=) is most of that work; "
@@ -938,6 +996,8 @@ def _fit(
                     bar.note(notes[-1])
                 st["history"].append(row)
                 if tb is not None:  # before the checkpoint: a resume hides a repeat
+                    if shown is not None and shown.ndim != 4:  # signals / volumes: no picture
+                        shown = None
                     if shown is not None:
                         p = train.preprocess if isinstance(train, ImageSet) else None
                         mean, std = (p.mean, p.std) if p is not None else (None, None)
@@ -1022,6 +1082,8 @@ def _resolve_speed(
             k = min(cfg.batch, len(train))  # type: ignore[arg-type]
             if isinstance(train, ImageSet):
                 x, y = train.preprocess.normalize(train.images[:k]), train.labels[:k]
+            elif isinstance(train, ArraySet):
+                x, y = train.preprocess.normalize(train.x[:k]), train.labels[:k]
             else:
                 x, y = default_collate([train[i] for i in range(k)])
             x, y = x.to(device), y.to(device)
