@@ -103,3 +103,20 @@ def test_predict_mirrors_subfolders_and_refuses_two_images_on_one_mask(run3, cap
     err = capsys.readouterr().err
     assert "same.jpg" in err and "would both write" in err
     assert not (base / "o2").exists()  # refused before any work
+
+
+def test_a_run_resumes_where_it_stopped_and_keeps_its_settings(tmp_path, capsys):
+    data = synth_segment(tmp_path / "d", n=24, size=16, seed=0)
+    args = ["segment", "train", f"data={data}", "size=16", "depth=2", "width=4", "batch=6"]
+    args += ["epochs=1", f"project={tmp_path / 'runs'}", "name=r", "verbose=0", "workers=0"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "segment" / "r"
+    first = (run / "results.csv").read_text().splitlines()
+    assert main(["segment", "train", f"resume={run}", "epochs=3", "verbose=0"]) == 0
+    rows = (run / "results.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert rows[1] == first[1]  # epoch 1 kept as it was, not trained again
+    assert "epochs: 3" in (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["segment", "train", f"resume={run}", "lr=0.1"]) == 2
+    assert "only epochs=, verbose= and workers= may change" in capsys.readouterr().err

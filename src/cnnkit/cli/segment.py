@@ -11,6 +11,7 @@ from cnnkit.errors import CnnkitError
 HELP = """\
 usage: cnnkit segment train data=PATH/data.yaml [size=64 depth=3 width=16 epochs=30 ...]
        cnnkit segment train data=PATH/data.yaml encoder=resnet18 [encoder_weights=FILE]
+       cnnkit segment train resume=runs/segment/NAME [epochs=N]
        cnnkit segment val run=runs/segment/NAME [data=... split=val]
        cnnkit segment predict run=runs/segment/NAME source=IMAGE_OR_DIR out=DIR
        cnnkit segment summary run=runs/segment/NAME
@@ -43,7 +44,9 @@ def segment(argv: Sequence[str]) -> int:
     from cnnkit.segment import train as job
 
     if mode == "train":
-        check_keys(opts, keys, "segment train")
+        check_keys(opts, [*keys, "resume"], "segment train")
+        if opts.get("resume") is True:
+            raise CnnkitError("resume= names the run folder to continue: resume=runs/segment/NAME.")
         job.train(**opts)
         return 0
     if "run" not in opts or opts["run"] is True:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -416,12 +416,21 @@ def scores_table(scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def train(cfg: SegmentConfig | None = None, *, after: Any = None, **settings: Any) -> SegmentRun:
+def train(
+    cfg: SegmentConfig | None = None,
+    *,
+    after: Any = None,
+    resume: str | os.PathLike | None = None,
+    **settings: Any,
+) -> SegmentRun:
     """Train a U-Net and leave a run folder (``cnnkit segment train``).
 
     Args:
         cfg: Settings (see :class:`SegmentConfig`).
         after: ``after(result)``, called once the run is scored and saved.
+        resume: A run folder to continue where it stopped (its ``config.yaml`` gives the
+            settings; ``epochs=`` may be raised to train longer). The trainer restores the
+            weights, optimizer, schedule, random states and position in the epoch.
         **settings: Single settings overriding ``cfg``.
 
     Returns:
@@ -429,12 +438,26 @@ def train(cfg: SegmentConfig | None = None, *, after: Any = None, **settings: An
     """
     import time
 
+    import yaml
+
     from cnnkit.train.classify import saved_files
     from cnnkit.train.jobs import job_config, start_run
     from cnnkit.train.loop import fit
 
-    base = asdict(cfg or SegmentConfig())
-    base.update(settings)
+    keys = {f.name for f in fields(SegmentConfig)} - {"extra"}
+    if resume is not None:
+        r, saved = _run_config(resume)
+        changed = sorted(k for k in settings if k not in ("epochs", "verbose", "workers"))
+        if changed:
+            raise CnnkitError(
+                f"a resumed run keeps its settings; only epochs=, verbose= and workers= may "
+                f"change, got {changed[0]}= (start a new run to change it)."
+            )
+        base = {k: v for k, v in saved.items() if k in keys}
+        base.update(settings, project=str(r.parent.parent), name=r.name)
+    else:
+        base = asdict(cfg or SegmentConfig())
+        base.update(settings)
     cfg = SegmentConfig(**base)
     cfg.validate()
     check_splits(cfg.data, ["train", cfg.val])  # before decoding anything
@@ -482,7 +505,13 @@ def train(cfg: SegmentConfig | None = None, *, after: Any = None, **settings: An
     train_set = MaskTargets(tr, mean, std, aug)
     dev_set = MaskTargets(va, mean, std, None)
     task = SegmentTask(C, cfg.mode, cfg.loss, cfg.dice_weight)
-    run = start_run(cfg, "segment")
+    if resume is None:
+        run = start_run(cfg, "segment")
+    else:
+        run = Path(resume)
+        resolved = {**asdict(cfg), "name": run.name}
+        resolved.pop("extra", None)
+        (run / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     tc = job_config(
         epochs=cfg.epochs,
         batch=cfg.batch,
@@ -495,7 +524,16 @@ def train(cfg: SegmentConfig | None = None, *, after: Any = None, **settings: An
         patience=cfg.patience,
     )
     t0 = time.perf_counter()
-    res = fit(model, train_set, dev_set, config=tc, task=task, run_dir=run, meta=meta)
+    res = fit(
+        model,
+        train_set,
+        dev_set,
+        config=tc,
+        task=task,
+        run_dir=run,
+        meta=meta,
+        resume=resume is not None,
+    )
     seconds = time.perf_counter() - t0
     model.eval()
     scores, cm = score(model, meta, va)
