@@ -151,10 +151,9 @@ class DetectConfig:
                 "COCO data needs its validation split as a file: add val=FILE.json (a COCO "
                 "json of other images), or the model would be scored on its training images."
             )
-        for k in self._POSITIVE:
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
+        from cnnkit.train.jobs import check_numbers
+
+        check_numbers(self, positive_int=self._POSITIVE)
         models = ("yolo", *RCNN_MODELS)
         if self.model not in models:
             from cnnkit.errors import unknown_name
@@ -177,22 +176,13 @@ class DetectConfig:
                 f"size={self.size} is not a multiple of stride={self.stride}; e.g. size="
                 f"{max(self.stride, self.size // self.stride * self.stride)}."
             )
-        for k in ("lr",):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise CnnkitError(f"{k} must be > 0, got {v!r}; e.g. lr=0.002.")
-        for k in ("flip", "score_threshold", "iou_threshold"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise CnnkitError(f"{k} must be between 0 and 1, got {v!r}.")
-        for k in ("scale", "translate"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-                raise CnnkitError(f"{k} must be in [0, 1), got {v!r}; e.g. {k}=0.1.")
-        for k in ("color", "lambda_coord", "lambda_noobj", "weight_decay"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise CnnkitError(f"{k} must be a number >= 0, got {v!r}.")
+        check_numbers(
+            self,
+            positive=("lr",),
+            unit=("flip", "score_threshold", "iou_threshold"),
+            below_one=("scale", "translate"),
+            non_negative=("color", "lambda_coord", "lambda_noobj", "weight_decay"),
+        )
         mb = self.max_boxes
         if isinstance(mb, bool) or not isinstance(mb, int) or mb < 1:
             raise CnnkitError(f"max_boxes must be a positive integer, got {mb!r}.")

@@ -138,10 +138,9 @@ class SegmentConfig:
                 f"data={self.data!r} is not a data.yaml; pass the yaml that names the images, "
                 "masks and classes (cnnkit data synth segment out=DIR writes one)."
             )
-        for k in self._POSITIVE:
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
+        from cnnkit.train.jobs import check_numbers
+
+        check_numbers(self, positive_int=self._POSITIVE)
         if self.channels not in (1, 3):
             raise CnnkitError(f"channels must be 1 or 3, got {self.channels!r}.")
         if self.mode not in ("multiclass", "binary"):
@@ -161,21 +160,13 @@ class SegmentConfig:
                 f"size={self.size} is smaller than 2^depth = {2**self.depth}: there would be "
                 f"nothing left to pool; use depth <= {max(1, self.size.bit_length() - 1)}."
             )
-        v = self.lr
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise CnnkitError(f"lr must be > 0, got {v!r}; e.g. lr=0.003.")
-        for k in ("flip", "vflip"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise CnnkitError(f"{k} must be between 0 and 1, got {v!r}.")
-        for k in ("scale", "translate"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-                raise CnnkitError(f"{k} must be in [0, 1), got {v!r}; e.g. {k}=0.1.")
-        for k in ("degrees", "color", "dice_weight", "weight_decay"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise CnnkitError(f"{k} must be a number >= 0, got {v!r}.")
+        check_numbers(
+            self,
+            positive=("lr",),
+            unit=("flip", "vflip"),
+            below_one=("scale", "translate"),
+            non_negative=("degrees", "color", "dice_weight", "weight_decay"),
+        )
         p = self.patience
         if isinstance(p, bool) or not isinstance(p, int) or p < 0:
             raise CnnkitError(f"patience must be an integer >= 0, got {p!r}.")

@@ -11,10 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cnnkit.errors import CnnkitError
 from cnnkit.train.classify import next_run_dir
 from cnnkit.train.config import TrainConfig
 
-__all__ = ["job_config", "start_run"]
+__all__ = ["check_numbers", "job_config", "start_run"]
 
 
 def start_run(settings: Any, task: str) -> Path:
@@ -83,3 +84,54 @@ def job_config(
         memory_format="contiguous",
         compile=False,
     )
+
+
+def _number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float))
+
+
+def check_numbers(
+    settings: Any,
+    *,
+    positive_int: tuple[str, ...] = (),
+    positive: tuple[str, ...] = (),
+    unit: tuple[str, ...] = (),
+    below_one: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+) -> None:
+    """The number checks every task job's settings share, one sentence per mistake.
+
+    Args:
+        settings: The job's settings dataclass.
+        positive_int: Names that must be integers >= 1.
+        positive: Numbers > 0 (the message gives the default as an example).
+        unit: Numbers in [0, 1] (probabilities, thresholds).
+        below_one: Numbers in [0, 1) (zoom, shift).
+        non_negative: Numbers >= 0 (weights, jitter, decay).
+
+    Raises:
+        CnnkitError: Naming the first bad setting and its value.
+    """
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(settings)}
+    for k in positive_int:
+        v = getattr(settings, k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CnnkitError(f"{k} must be a positive integer, got {v!r}.")
+    for k in positive:
+        v = getattr(settings, k)
+        if not _number(v) or v <= 0:
+            raise CnnkitError(f"{k} must be > 0, got {v!r}; e.g. {k}={defaults[k]:g}.")
+    for k in unit:
+        v = getattr(settings, k)
+        if not _number(v) or not 0 <= v <= 1:
+            raise CnnkitError(f"{k} must be between 0 and 1, got {v!r}.")
+    for k in below_one:
+        v = getattr(settings, k)
+        if not _number(v) or not 0 <= v < 1:
+            raise CnnkitError(f"{k} must be in [0, 1), got {v!r}; e.g. {k}=0.1.")
+    for k in non_negative:
+        v = getattr(settings, k)
+        if not _number(v) or v < 0:
+            raise CnnkitError(f"{k} must be a number >= 0, got {v!r}.")
