@@ -248,3 +248,37 @@ def test_write_and_cli_synth(tmp_path: Path, capsys) -> None:
     assert main(["data", "synth", "volumes", f"out={tmp_path / 'x'}", "length=9"]) == 2
     assert "unknown key 'length'" in capsys.readouterr().err
     assert main(["data", "synth", "signals", f"out={tmp_path / 'x'}", "noise=-1"]) == 2
+
+
+def test_an_image_folder_with_arrays_beside_its_classes_stays_an_image_folder(tmp_path: Path):
+    """A mean.npy at the top, a labels CSV inside a class folder, a hidden notebook folder of
+    arrays: the class folders hold images, so it is an ImageFolder, as before signals."""
+    from PIL import Image
+
+    from cnnkit.data import load
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for k in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(
+                tmp_path / c / f"{k}.png"
+            )
+    np.save(tmp_path / "mean.npy", np.zeros(3))
+    (tmp_path / "a" / "annotations.csv").write_text("x,y\n")
+    (tmp_path / "b" / ".ipynb_checkpoints").mkdir()
+    np.save(tmp_path / "b" / ".ipynb_checkpoints" / "x.npy", np.zeros(4))
+    data = load(tmp_path, test=0.25, dev=0.25)
+    assert type(data.train).__name__ == "ImageSet"
+    assert sum(len(s) for s in data.splits().values()) == 12  # the 12 PNGs, nothing else
+
+
+def test_values_beyond_float32_are_refused_not_turned_into_inf(tmp_path: Path) -> None:
+    from cnnkit.data.signals import read_array
+
+    np.save(tmp_path / "big.npy", np.array([1.0, 1e39, 2.0]))
+    with pytest.raises(
+        CnnkitError,
+        match=r"big\.npy.*1 NaN or infinite value\(s\) \(the first at index \(1,\)\) as float32",
+    ):
+        read_array(tmp_path / "big.npy")

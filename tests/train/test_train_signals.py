@@ -144,3 +144,21 @@ def test_layer_list_yaml_model_on_signals(tmp_path: Path, capsys) -> None:
     wrong = _easy(tmp_path / "wrong", (8, 8, 8), n=5)
     assert main(["train", f"model={net}", f"data={wrong}", f"project={project}"]) == 2
     assert "takes 1D signals but data=" in capsys.readouterr().err
+
+
+def test_a_last_batch_of_one_that_batch_norm_cannot_take_is_refused(tmp_path: Path, capsys):
+    """Signals of 16 samples reach resnet1d's last batch norm as 1 value per channel: a
+    batch of one example cannot be normalized in training, so the run is refused first."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 11), ("val", 4), ("test", 4)):
+        for k in range(n):
+            folder = tmp_path / "d" / split / "ab"[k % 2]
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{k}.npy", rng.normal(size=16).astype(np.float32))
+    args = ["train", "model=resnet1d", f"data={tmp_path / 'd'}", "epochs=1", "verbose=0"]
+    args += [f"project={tmp_path / 'runs'}"]
+    assert main([*args, "batch=5"]) == 2  # 11 = 2 x 5 + 1
+    err = capsys.readouterr().err
+    assert "batch=5 with 11 training examples leaves one" in err and "16x1" in err
+    assert not (tmp_path / "runs").exists()  # refused before a run folder
+    assert main([*args, "batch=4", "report=false"]) == 0  # 11 = 2 x 4 + 3 trains

@@ -113,7 +113,8 @@ def synth(argv: Sequence[str]) -> int:
             else "use cnnkit data synth detect|faces|segment out=DIR."
         )
         raise CnnkitError(
-            f"`cnnkit data synth` makes a detection or a faces set, got {' '.join(pos)!r}: {hint}"
+            "`cnnkit data synth` makes a detect, faces, segment, signals or volumes set, got "
+            f"{' '.join(pos)!r}: {hint}"
         )
     if pos == ["faces"]:
         return _synth_faces(opts)

@@ -155,14 +155,16 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
         )
     if a.size == 0:
         raise CnnkitError(f"{str(p)!r} holds an empty array; remove it or write its values.")
+    with np.errstate(over="ignore"):
+        a = np.ascontiguousarray(a, dtype=np.float32)  # beyond float32's range becomes inf
     bad = ~np.isfinite(a)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise CnnkitError(
             f"{str(p)!r} holds {int(bad.sum())} NaN or infinite value(s) (the first at index "
-            f"{first}); replace them (e.g. np.nan_to_num) or remove the file."
+            f"{first}) as float32; replace them (e.g. np.nan_to_num) or remove the file."
         )
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return a
 
 
 def as_example(a: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -200,33 +202,68 @@ def as_example(a: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray, int]
     )
 
 
-def _first_array_file(root: Path) -> Path | None:
-    """The first file (walk order) that is an image or an array file, or None."""
+def _has_arrays_not_images(root: Path) -> bool:
+    """Whether the class folders below ``root`` hold signals / volumes rather than images.
+
+    Images (and no ``.npy``) make an ImageFolder, even with ``.csv`` files among them (a
+    labels table); ``.npy``/``.csv`` files and no image make a folder of arrays; images
+    and ``.npy`` files together are refused. Files at the top of ``root`` (a
+    ``labels.csv``, a ``mean.npy``) and hidden files or folders (``.ipynb_checkpoints``)
+    do not count.
+
+    Raises:
+        CnnkitError: Images and ``.npy`` files in one dataset, both named.
+    """
     from cnnkit.data.images import IMAGE_SUFFIXES
 
+    image = npy = csv = None
     for dirpath, dirnames, fnames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if Path(dirpath) == root:
+            continue
         for f in sorted(fnames):
+            low = f.lower()
             if f.startswith("."):
                 continue
-            if f.lower().endswith(ARRAY_SUFFIXES) or f.lower().endswith(IMAGE_SUFFIXES):
+            if image is None and low.endswith(IMAGE_SUFFIXES):
+                image = Path(dirpath) / f
+            elif npy is None and low.endswith(".npy"):
+                npy = Path(dirpath) / f
+            elif csv is None and low.endswith(".csv"):
+                csv = Path(dirpath) / f
+        if image is not None and npy is not None:
+            raise CnnkitError(
+                f"{str(image)!r} is an image in a folder of signals / volumes ({str(npy)!r} is "
+                "one); keep images and .npy/.csv examples in separate folders."
+            )
+    return image is None and (npy is not None or csv is not None)
+
+
+def _first_array_file(root: Path) -> Path | None:
+    """The first ``.npy``/``.csv`` file of the class folders (sorted walk order), or None."""
+    for dirpath, dirnames, fnames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if Path(dirpath) == root:
+            continue
+        for f in sorted(fnames):
+            if not f.startswith(".") and f.lower().endswith(ARRAY_SUFFIXES):
                 return Path(dirpath) / f
     return None
 
 
 def is_array_folder(root: str | os.PathLike) -> bool:
-    """Whether a class folder holds signals / volumes (``.npy``, ``.csv``) rather than images.
+    """Whether a dataset folder holds signals / volumes (``.npy``, ``.csv``) rather than images.
 
-    Cheap: the first data file found (in sorted walk order) decides.
+    Its class folders decide: arrays and no image file in them (see
+    :func:`_has_arrays_not_images`); any image makes it an ImageFolder, as before.
 
     Args:
         root: The dataset folder.
 
     Returns:
-        True when that file is a ``.npy`` or ``.csv`` file.
+        True for a folder of signals or volumes.
     """
-    first = _first_array_file(Path(root))
-    return first is not None and first.suffix.lower() in ARRAY_SUFFIXES
+    return _has_arrays_not_images(Path(root))
 
 
 def peek_folder(root: str | os.PathLike) -> tuple[int, tuple[int, ...], Path]:
@@ -239,7 +276,7 @@ def peek_folder(root: str | os.PathLike) -> tuple[int, tuple[int, ...], Path]:
         ``(dims, shape (n_C, *spatial), the file read)``.
     """
     first = _first_array_file(Path(root))
-    if first is None or first.suffix.lower() not in ARRAY_SUFFIXES:
+    if first is None:
         raise CnnkitError(
             f"{str(root)!r} holds no .npy or .csv files; lay examples out as {root}/<class>/*.npy."
         )
@@ -275,8 +312,9 @@ def read_array_folder(
 
     root = Path(root)
     classes, files = _list_folder(root)
-    for dirpath, _, fnames in os.walk(root):
-        imgs = [f for f in sorted(fnames) if f.lower().endswith(IMAGE_SUFFIXES)]
+    for dirpath, dirnames, fnames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        imgs = [f for f in sorted(fnames) if f.lower().endswith(IMAGE_SUFFIXES) and f[0] != "."]
         if imgs:
             raise CnnkitError(
                 f"{str(Path(dirpath) / imgs[0])!r} is an image in a folder of signals / volumes "
@@ -461,7 +499,12 @@ def array_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         )
     if not src.is_dir():
         return [src]
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in ARRAY_SUFFIXES)
+    files = sorted(
+        p
+        for p in src.rglob("*")
+        if p.suffix.lower() in ARRAY_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(src).parts)
+    )
     if not files:
         raise CnnkitError(f"no .npy or .csv files in {str(src)!r}.")
     return files

@@ -348,6 +348,19 @@ def _prepare_arrays(cfg: TrainConfig, folder: Path) -> tuple[Data, nn.Module, li
         ) from None
     finally:
         model.train(was)
+    n, b = len(data.train), int(cfg.batch)
+    if b == 1 or n % b == 1:  # a batch of one example will train: can batch norm take it?
+        import copy
+
+        try:
+            copy.deepcopy(model).train()(torch.zeros(1, *shape))  # a copy: stats untouched
+        except ValueError as e:
+            raise CnnkitError(
+                f"{describe(pre.dims, shape)} shrink to one value per channel before a batch "
+                f"norm, which cannot train on a batch of one example (batch={b} with {n} "
+                f"training examples leaves one); use another batch= or longer examples "
+                f"({str(e).splitlines()[0]})."
+            ) from None
     if outputs == 1:
         notes.append(
             "two classes: one sigmoid output with the logistic loss (loss=ce for a 2-way softmax)"
