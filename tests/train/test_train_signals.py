@@ -100,6 +100,9 @@ def test_resume_and_wrong_file_for_predict(tmp_path: Path, capsys) -> None:
     assert main(["report", f"run={run}", "plot=filters"]) == 2
     assert "this run is on 1D signals; use plot=curves" in capsys.readouterr().err
     assert main(["report", f"run={run}", "plot=curves"]) == 0
+    # scored on images, the run is refused naming both kinds
+    assert main(["val", f"run={run}", "data=digits"]) == 2
+    assert "trained on 1D signals but data=digits holds 2D images" in capsys.readouterr().err
     # so do ONNX export, error analysis (image files, a contact sheet) and data preview
     assert main(["export", f"run={run}"]) == 2
     assert "this run trains on 1D signals" in capsys.readouterr().err

@@ -1063,6 +1063,16 @@ def run_split(
     elif data is None and run is not None:
         d = run_data(run, meta, cache)
     elif data is not None:
+        from cnnkit.data.sources import resolve_source
+
+        arrays = resolve_source(data)[0] == "arrays"
+        if arrays != (pre.dims != 2):
+            trained = {1: "1D signals", 2: "2D images", 3: "3D volumes"}[pre.dims]
+            holds = "signals or volumes" if arrays else "2D images"
+            raise CnnkitError(
+                f"the weights were trained on {trained} but data={data} holds {holds}; "
+                "score them on data of the kind they learned."
+            )
         key = (str(data), tuple(pre.size), pre.channels)
         if key not in cache:
             cache[key] = load(data, size=pre.size, channels=pre.channels)
