@@ -399,15 +399,9 @@ def _read(path: str, split: str, size: int) -> DetectionSet:
 
 
 def _run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """A detect run folder and its ``config.yaml``, refused in one sentence when not one."""
-    import yaml
+    from cnnkit.train.jobs import run_folder
 
-    r = Path(run)
-    if not (r / "config.yaml").is_file():
-        raise CnnkitError(
-            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/detect/NAME."
-        )
-    return r, yaml.safe_load((r / "config.yaml").read_text())
+    return run_folder(run, "detect")
 
 
 def detect(
@@ -659,14 +653,9 @@ def load_detector(run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         ``(model in eval mode, metadata)``.
     """
-    from cnnkit.train.checkpoint import load_weights_file
+    from cnnkit.train.jobs import best_weights
 
-    path = Path(run) / "weights" / "best.safetensors"
-    if not path.is_file():
-        raise CnnkitError(f"{run} has no weights/best.safetensors; pass a detect run folder.")
-    state, meta = load_weights_file(path)
-    if meta.get("task") != "detect":
-        raise CnnkitError(f"{run} is not a detect run; train one with cnnkit detect train.")
+    state, meta = best_weights(run, "detect")
     pre = meta["preprocess"]
     model: nn.Module
     if meta.get("model", "yolo") in RCNN_MODELS:

@@ -325,14 +325,9 @@ def build_segmenter(meta: dict[str, Any], weights: str | None = None) -> nn.Modu
 
 
 def _run_config(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    import yaml
+    from cnnkit.train.jobs import run_folder
 
-    r = Path(run)
-    if not (r / "config.yaml").is_file():
-        raise CnnkitError(
-            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/segment/NAME."
-        )
-    return r, yaml.safe_load((r / "config.yaml").read_text())
+    return run_folder(run, "segment")
 
 
 def predict_masks(
@@ -570,14 +565,9 @@ def load_segmenter(run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         ``(model in eval mode, metadata)``.
     """
-    from cnnkit.train.checkpoint import load_weights_file
+    from cnnkit.train.jobs import best_weights
 
-    path = Path(run) / "weights" / "best.safetensors"
-    if not path.is_file():
-        raise CnnkitError(f"{run} has no weights/best.safetensors; pass a segment run folder.")
-    state, meta = load_weights_file(path)
-    if meta.get("task") != "segment":
-        raise CnnkitError(f"{run} is not a segment run; train one with cnnkit segment train.")
+    state, meta = best_weights(run, "segment")
     model = build_segmenter(meta)
     model.load_state_dict(state)
     return model.eval(), meta

@@ -15,7 +15,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.train.classify import next_run_dir
 from cnnkit.train.config import TrainConfig
 
-__all__ = ["check_numbers", "job_config", "start_run"]
+__all__ = ["best_weights", "check_numbers", "job_config", "run_folder", "start_run"]
 
 
 def start_run(settings: Any, task: str) -> Path:
@@ -135,3 +135,44 @@ def check_numbers(
         v = getattr(settings, k)
         if not _number(v) or v < 0:
             raise CnnkitError(f"{k} must be a number >= 0, got {v!r}.")
+
+
+def run_folder(run: str | Path, task: str) -> tuple[Path, dict[str, Any]]:
+    """A task run's folder and its ``config.yaml``, refused in one sentence when not one.
+
+    Args:
+        run: The folder.
+        task: ``detect``, ``segment``, ... (named in the message).
+
+    Returns:
+        ``(folder, settings)``.
+    """
+    import yaml
+
+    r = Path(run)
+    if not (r / "config.yaml").is_file():
+        raise CnnkitError(
+            f"{str(r)!r} is not a run folder (no config.yaml); pass run=runs/{task}/NAME."
+        )
+    return r, yaml.safe_load((r / "config.yaml").read_text())
+
+
+def best_weights(run: str | Path, task: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A task run's best weights and their metadata, checked to be that task's.
+
+    Args:
+        run: The run folder.
+        task: The task the weights must be for (their metadata's ``task``).
+
+    Returns:
+        ``(state_dict, metadata)``.
+    """
+    from cnnkit.train.checkpoint import load_weights_file
+
+    path = Path(run) / "weights" / "best.safetensors"
+    if not path.is_file():
+        raise CnnkitError(f"{run} has no weights/best.safetensors; pass a {task} run folder.")
+    state, meta = load_weights_file(path)
+    if meta.get("task") != task:
+        raise CnnkitError(f"{run} is not a {task} run; train one with cnnkit {task} train.")
+    return state, meta
